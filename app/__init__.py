@@ -1,0 +1,29 @@
+"""The taskgate web app: :func:`create_app` builds it for gunicorn."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from app.errors import register_error_handlers
+from app.routes import api
+from app.services import Services
+from conf.logging import configure_logging
+from conf.settings import Settings, load
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app. Clients for Redis and the broker are made per process, later."""
+    settings = settings or load()
+    configure_logging(settings.log_level)
+
+    app = Flask(__name__)
+    app.config["TASKGATE_SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["taskgate"] = Services(settings)
+    app.register_blueprint(api)
+    register_error_handlers(app, settings.retry_after_s)
+    return app

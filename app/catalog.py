@@ -1,0 +1,65 @@
+"""The web process's cached view of which task names workers serve.
+
+Workers announce their task names and parameters to Redis with every heartbeat;
+the web process reads that table at most once per ``catalog_refresh_s`` and never
+imports task code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from worker.errors import StoreUnavailableError, UnknownTaskError
+from worker.registry import TaskSpec
+from worker.store import TaskStore
+
+logger = logging.getLogger(__name__)
+
+
+class TaskCatalog:
+    """Answers "may I submit task X with these arguments?" from a cached table."""
+
+    def __init__(self, store: TaskStore, refresh_s: float, ttl_s: float) -> None:
+        self._store = store
+        self._refresh_s = refresh_s
+        self._ttl_s = ttl_s
+        self._specs: dict[str, tuple[TaskSpec, float]] = {}
+        self._loaded_at: float | None = None
+        self._refreshing = False
+
+    def spec(self, name: str) -> TaskSpec:
+        """The spec of a live task name; UnknownTaskError otherwise."""
+        self._refresh_if_due()
+        entry = self._specs.get(name)
+        if entry is None or entry[1] < time.time() - self._ttl_s:
+            raise UnknownTaskError(f"no worker serves a task named {name!r}")
+        return entry[0]
+
+    def _refresh_if_due(self) -> None:
+        now = time.monotonic()
+        if self._loaded_at is not None and (
+            self._refreshing or now - self._loaded_at < self._refresh_s
+        ):
+            # Fresh enough, or another request is reading it: use the table we have.
+            return
+
+        # Until a first table exists every request reads one: none may judge a
+        # name against an empty table.
+        self._refreshing = True
+        try:
+            table = self._store.read_task_types()
+        except StoreUnavailableError:
+            if self._loaded_at is None:
+                raise
+            logger.warning("task catalog not refreshed: Redis unavailable")
+            return
+        finally:
+            self._refreshing = False
+        self._specs = {name: _entry(spec) for name, spec in table.items()}
+        self._loaded_at = now
+
+
+def _entry(announced: dict[str, Any]) -> tuple[TaskSpec, float]:
+    return TaskSpec.from_dict(announced), float(announced.get("seen_at", 0.0))

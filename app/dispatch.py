@@ -1,0 +1,176 @@
+"""The web process's ZeroMQ client: one DEALER socket shared by every request.
+
+Each request greenlet sends its task and waits on its own :class:`Ticket`; a single
+reader greenlet receives everything the broker sends back and hands each message to
+the ticket whose request id it carries. Messages for requests that already gave up
+are dropped. So one process holds thousands of waiting requests with one socket.
+
+Green sockets allow one waiting greenlet per direction. The reader is the only one
+that receives; senders never wait, because every send is non-blocking: a full or
+unconnected pipe to the broker means the broker is unavailable (HTTP 503).
+
+The socket is made on first use in the process that uses it (after gunicorn forks),
+never at import time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+import gevent
+import zmq.green as zmq
+from gevent.event import AsyncResult
+
+from worker import protocol
+from worker.errors import BrokerUnavailableError, ProtocolError, QueueFullError
+from worker.protocol import Command, Header, Message
+
+logger = logging.getLogger(__name__)
+
+
+class Ticket:
+    """One request's view of its task: the broker's acceptance, then the reply."""
+
+    __slots__ = ("request_id", "accepted", "reply")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.accepted: AsyncResult = AsyncResult()
+        self.reply: AsyncResult = AsyncResult()
+
+
+class Dispatcher:
+    """Sends tasks to the broker and routes the broker's answers to their tickets."""
+
+    def __init__(
+        self,
+        address: str,
+        accept_timeout_s: float,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self._address = address
+        self._accept_timeout_s = accept_timeout_s
+        self._context = context or zmq.Context()
+        self._ids = itertools.count(1)
+        self._tickets: dict[str, Ticket] = {}
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(
+            zmq.IDENTITY, f"web-{os.getpid()}-{uuid.uuid4().hex[:8]}".encode()
+        )
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.IMMEDIATE, 1)
+        self._socket.setsockopt(zmq.SNDHWM, 10_000)
+        self._socket.setsockopt(zmq.RCVHWM, 100_000)
+        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self._socket.connect(address)
+        self._reader = gevent.spawn(self._read_forever)
+
+    @property
+    def waiting(self) -> int:
+        """Requests currently waiting for the broker."""
+        return len(self._tickets)
+
+    def submit(self, task_id: str, name: str, payload: bytes) -> Ticket:
+        """Send a task and wait until the broker has queued it.
+
+        Raises BrokerUnavailableError when the broker is not connected or does not
+        answer within the accept timeout, QueueFullError when it refuses the task.
+        The caller must :meth:`release` the ticket when done with it.
+        """
+        ticket = Ticket(str(next(self._ids)))
+        header = Header(Command.SUBMIT, task_id, name, 1, ticket.request_id)
+        self._tickets[ticket.request_id] = ticket
+        deadline = time.monotonic() + self._accept_timeout_s
+        try:
+            self._send(protocol.encode(Message(header, payload=payload)), deadline)
+        except BrokerUnavailableError:
+            self.release(ticket)
+            raise
+
+        answer = ticket.accepted.wait(max(0.0, deadline - time.monotonic()))
+        if answer is None:
+            self.release(ticket)
+            raise BrokerUnavailableError("broker did not accept the task in time")
+        if answer.header.command is Command.REJECTED:
+            self.release(ticket)
+            raise QueueFullError(f"broker refused the task: {answer.header.detail}")
+        return ticket
+
+    def _send(self, frames: list[bytes], deadline: float) -> None:
+        """Send without ever blocking on the socket; retry while not yet connected.
+
+        A new process's socket needs a moment to connect, and a restarted broker
+        a moment to be reached again, so a refused send is retried until the
+        deadline rather than failing the request at once.
+        """
+        pause_s = 0.002
+        while True:
+            try:
+                self._socket.send_multipart(frames, flags=zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                if time.monotonic() + pause_s > deadline:
+                    raise BrokerUnavailableError("broker is not connected") from None
+            gevent.sleep(pause_s)
+            pause_s = min(pause_s * 2, 0.1)
+
+    def wait_reply(self, ticket: Ticket, timeout_s: float) -> bytes | None:
+        """The finished record's JSON, or None if it did not come within ``timeout_s``."""
+        message = ticket.reply.wait(timeout_s)
+        return None if message is None else message.payload
+
+    def release(self, ticket: Ticket) -> None:
+        """Stop routing messages to ``ticket``; later ones are dropped."""
+        self._tickets.pop(ticket.request_id, None)
+
+    def close(self) -> None:
+        """Stop the reader and close the socket."""
+        self._reader.kill(block=False)
+        self._socket.close(linger=0)
+
+    def _read_forever(self) -> None:
+        while True:
+            try:
+                frames = self._socket.recv_multipart()
+            except zmq.ContextTerminated:
+                return
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.ENOTSOCK:
+                    return
+                logger.error("broker socket error: %s", exc)
+                gevent.sleep(0.1)
+                continue
+
+            try:
+                message = protocol.decode(frames)
+            except ProtocolError as exc:
+                logger.warning("dropped malformed message from broker: %s", exc)
+                continue
+            self._route(message)
+
+    def _route(self, message: Message) -> None:
+        ticket = self._tickets.get(message.header.request_id)
+        if ticket is None:
+            logger.debug(
+                "dropped late message request_id=%s task_id=%s",
+                message.header.request_id,
+                message.header.task_id,
+            )
+            return
+
+        command = message.header.command
+        if command is Command.REPLY:
+            # A reply also proves acceptance, should it overtake the ack.
+            if not ticket.accepted.ready():
+                ticket.accepted.set(message)
+            ticket.reply.set(message)
+        elif command in (Command.ACCEPTED, Command.REJECTED):
+            if not ticket.accepted.ready():
+                ticket.accepted.set(message)
+        else:
+            logger.warning("unexpected command from broker: %s", command)

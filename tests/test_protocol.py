@@ -1,0 +1,52 @@
+import orjson
+import pytest
+
+from worker import protocol
+from worker.errors import ProtocolError
+from worker.protocol import Command, Header, Message
+
+
+def test_protocol_round_trips_every_field():
+    message = Message(
+        Header(Command.REPLY, "t1", "echo", 2, "r9", "succeeded"),
+        reply_to=b"\x00web-1",
+        payload=b'{"raw": true}',
+    )
+
+    frames = protocol.encode(message)
+
+    assert len(frames) == 3
+    assert protocol.decode(frames) == message
+
+
+def test_protocol_keeps_payload_bytes_untouched():
+    payload = b"\xff\x00 not json at all"
+    frames = protocol.encode(
+        Message(Header(Command.SUBMIT, "t", "n", 1, "r"), payload=payload)
+    )
+
+    assert frames[2] is payload
+    assert protocol.decode(frames).payload == payload
+
+
+@pytest.mark.parametrize(
+    ("frames", "reason"),
+    [
+        ([b"x"], "expected 3 frames"),
+        ([b"not json", b"", b""], "not JSON"),
+        ([b'{"a": 1}', b"", b""], "7-item array"),
+        ([orjson.dumps([99, "submit", "", "", 0, "", ""]), b"", b""], "version"),
+        (
+            [orjson.dumps([1, "explode", "", "", 0, "", ""]), b"", b""],
+            "unknown command",
+        ),
+        ([orjson.dumps([1, "submit", 5, "", 0, "", ""]), b"", b""], "strings"),
+        ([orjson.dumps([1, "submit", "", "", "1", "", ""]), b"", b""], "integer"),
+        ([orjson.dumps([1, "submit", "", "", True, "", ""]), b"", b""], "integer"),
+    ],
+)
+def test_protocol_rejects_malformed_frames(frames, reason):
+    with pytest.raises(ProtocolError, match=reason) as caught:
+        protocol.decode(frames)
+
+    assert caught.value.frames == frames

@@ -1,0 +1,56 @@
+import subprocess
+import sys
+
+import pytest
+
+from conf.settings import Settings, load
+from tests.helpers import ROOT
+
+
+def test_settings_defaults_keep_waits_under_the_router_cut():
+    settings = Settings()
+
+    assert settings.wait_default_s == 20
+    assert settings.wait_max_s < 30
+    assert settings.task_module_names == ["worker.tasks"]
+
+
+def test_settings_read_platform_and_prefixed_variables(monkeypatch):
+    monkeypatch.setenv("PORT", "9123")
+    monkeypatch.setenv("REDIS_URL", "redis://example.invalid:1/2")
+    monkeypatch.setenv("TASKGATE_WAIT_DEFAULT_S", "3.5")
+    monkeypatch.setenv("TASKGATE_TASK_MODULES", "a.tasks, b.tasks ,")
+
+    settings = load()
+
+    assert settings.port == 9123
+    assert settings.redis_url == "redis://example.invalid:1/2"
+    assert settings.wait_default_s == 3.5
+    assert settings.task_module_names == ["a.tasks", "b.tasks"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PORT", "eighty"),
+        ("REDIS_URL", "http://nope"),
+        ("TASKGATE_HEARTBEAT_LIVENESS", "0"),
+        ("TASKGATE_LOG_LEVEL", "LOUD"),
+        ("TASKGATE_WAIT_DEFAULT_S", "99"),
+    ],
+)
+def test_a_bad_setting_stops_the_process_with_one_line_naming_it(variable, value):
+    code = "from conf.settings import load; load()"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={variable: value},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"taskgate: invalid setting {variable}:")

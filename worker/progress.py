@@ -1,0 +1,34 @@
+"""Progress reports from inside a running task.
+
+Task code calls :func:`report_progress`; the runner process installs a sink that
+forwards each report to the pool parent, which stores it on the task record. Outside
+a worker (a unit test calling the task function directly) reports go nowhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ProgressSink = Callable[[dict[str, Any]], None]
+
+_sink: ProgressSink | None = None
+
+
+def report_progress(
+    current: float, total: float | None = None, message: str | None = None
+) -> None:
+    """Tell clients how far the running task has come, e.g. ``report_progress(3, 10)``."""
+    if _sink is None:
+        logger.debug("progress outside a worker: current=%s total=%s", current, total)
+        return
+    _sink({"current": current, "total": total, "message": message})
+
+
+def install_sink(sink: ProgressSink | None) -> None:
+    """Route reports of this process to ``sink`` (the runner does this)."""
+    global _sink
+    _sink = sink

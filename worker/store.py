@@ -1,0 +1,261 @@
+"""Task records in Redis: key names, the status enum, and every read and write.
+
+Redis is the source of truth. A record is a hash at ``taskgate:task:<id>``; the
+ids of unfinished tasks sit in the sorted set ``taskgate:unfinished`` (scored by
+creation time) so that recovery finds them without scanning keys. Transitions that
+depend on the current state (start, progress, finish) run as Lua scripts that check
+the status and the attempt number first, so a late write of an attempt that was
+given up never overwrites a newer state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, cast
+
+import orjson
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from worker.errors import StoreUnavailableError
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "taskgate:"
+UNFINISHED_KEY = PREFIX + "unfinished"
+TASK_TYPES_KEY = PREFIX + "task-types"
+FINISHED_CHANNEL = PREFIX + "finished"
+
+# Redis errors that mean "not reachable right now", as opposed to a bug.
+REDIS_DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        """True once the task can change no more."""
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+
+
+def task_key(task_id: str) -> str:
+    """The hash that holds one task's record."""
+    return PREFIX + "task:" + task_id
+
+
+def connect(url: str, pool_size: int, timeout_s: float) -> redis.Redis:
+    """One client per process; requests wait for a free connection, never fail."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=pool_size,
+        timeout=timeout_s,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=30,
+        # One quick retry covers a connection dropped while idle; more would
+        # stretch every call during an outage far past ``timeout_s``.
+        retry=Retry(NoBackoff(), 1),
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+_START = """
+local current = redis.call('HMGET', KEYS[1], 'status', 'attempts')
+if current[1] ~= 'queued' or tonumber(current[2]) ~= tonumber(ARGV[1]) - 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'attempts', ARGV[1], 'started_at', ARGV[2])
+return 1
+"""
+
+_PROGRESS = """
+local current = redis.call('HMGET', KEYS[1], 'status', 'attempts')
+if current[1] ~= 'running' or current[2] ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'progress', ARGV[2])
+return 1
+"""
+
+_FINISH = """
+local current = redis.call('HMGET', KEYS[1], 'status', 'attempts')
+if current[1] ~= 'running' or current[2] ~= ARGV[1] then
+  return false
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3], ARGV[4], ARGV[5])
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], 'traceback', ARGV[7])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('ZREM', KEYS[2], ARGV[8])
+redis.call('PUBLISH', ARGV[9], ARGV[8])
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a task attempt ended, as the worker reports it."""
+
+    status: TaskStatus
+    # JSON text of the result (succeeded) or of ``{"type", "message"}`` (failed).
+    body: bytes
+    traceback: str = ""
+
+
+class TaskStore:
+    """Reads and writes task records; every Redis outage becomes StoreUnavailableError."""
+
+    def __init__(self, client: redis.Redis, result_ttl_s: int) -> None:
+        self._client = client
+        self._result_ttl_s = result_ttl_s
+        self._start = client.register_script(_START)
+        self._progress = client.register_script(_PROGRESS)
+        self._finish = client.register_script(_FINISH)
+
+    @property
+    def client(self) -> redis.Redis:
+        """The underlying client, for callers that subscribe or ping."""
+        return self._client
+
+    def create(self, task_id: str, name: str, args: bytes) -> None:
+        """Write a ``queued`` record and index it, in one transaction."""
+        now = time.time()
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hset(
+            task_key(task_id),
+            mapping={
+                "id": task_id,
+                "name": name,
+                "status": TaskStatus.QUEUED.value,
+                "created_at": repr(now),
+                "attempts": 0,
+                "args": args,
+            },
+        )
+        pipe.zadd(UNFINISHED_KEY, {task_id: now})
+        with _translate_errors():
+            pipe.execute()
+
+    def discard(self, task_id: str) -> None:
+        """Remove a record the client was never told about (the broker refused it)."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.delete(task_key(task_id))
+        pipe.zrem(UNFINISHED_KEY, task_id)
+        with _translate_errors():
+            pipe.execute()
+
+    def get(self, task_id: str) -> dict[bytes, bytes] | None:
+        """The raw record, or None if no such task exists (or it expired)."""
+        with _translate_errors():
+            fields = cast(dict[bytes, bytes], self._client.hgetall(task_key(task_id)))
+        return fields or None
+
+    def start(self, task_id: str, attempt: int) -> bool:
+        """Mark ``running`` if the task still waits for exactly this attempt."""
+        with _translate_errors():
+            started = self._start(
+                keys=[task_key(task_id)], args=[attempt, repr(time.time())]
+            )
+        return bool(started)
+
+    def set_progress(self, task_id: str, attempt: int, progress: bytes) -> bool:
+        """Store progress JSON if this attempt still owns the task."""
+        with _translate_errors():
+            stored = self._progress(keys=[task_key(task_id)], args=[attempt, progress])
+        return bool(stored)
+
+    def finish(
+        self, task_id: str, attempt: int, outcome: Outcome
+    ) -> dict[bytes, bytes] | None:
+        """Write the final state if this attempt owns the task; return the new record.
+
+        Publishes the task id on :data:`FINISHED_CHANNEL` so that long-polls wake.
+        Returns None when the attempt no longer owns the task.
+        """
+        field = "result" if outcome.status is TaskStatus.SUCCEEDED else "error"
+        args = [
+            attempt,
+            outcome.status.value,
+            repr(time.time()),
+            field,
+            outcome.body,
+            self._result_ttl_s,
+            outcome.traceback,
+            task_id,
+            FINISHED_CHANNEL,
+        ]
+        with _translate_errors():
+            flat = self._finish(keys=[task_key(task_id), UNFINISHED_KEY], args=args)
+        if not flat:
+            return None
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+
+    def announce_task_types(self, specs: dict[str, dict[str, Any]]) -> None:
+        """Record the task names a worker pool serves, stamped with the time."""
+        now = time.time()
+        mapping = {
+            name: orjson.dumps({**spec, "seen_at": now}) for name, spec in specs.items()
+        }
+        with _translate_errors():
+            self._client.hset(TASK_TYPES_KEY, mapping=mapping)  # type: ignore[arg-type]
+
+    def read_task_types(self) -> dict[str, dict[str, Any]]:
+        """Every task type ever announced, with its ``seen_at`` time."""
+        with _translate_errors():
+            raw = cast(dict[bytes, bytes], self._client.hgetall(TASK_TYPES_KEY))
+        return {name.decode(): orjson.loads(spec) for name, spec in raw.items()}
+
+
+def record_json(fields: dict[bytes, bytes]) -> bytes:
+    """The public JSON form of a raw record (the task resource of the HTTP API)."""
+    status = fields[b"status"].decode()
+    resource: dict[str, Any] = {
+        "id": fields[b"id"].decode(),
+        "name": fields[b"name"].decode(),
+        "status": status,
+        "created_at": _iso_time(fields.get(b"created_at")),
+        "started_at": _iso_time(fields.get(b"started_at")),
+        "finished_at": _iso_time(fields.get(b"finished_at")),
+        "attempts": int(fields.get(b"attempts", b"0")),
+        "progress": _fragment(fields.get(b"progress")),
+    }
+    if status == TaskStatus.SUCCEEDED:
+        resource["result"] = _fragment(fields.get(b"result"))
+    elif status == TaskStatus.FAILED:
+        resource["error"] = _fragment(fields.get(b"error"))
+    return orjson.dumps(resource)
+
+
+def _iso_time(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    moment = datetime.fromtimestamp(float(raw), tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _fragment(raw: bytes | None) -> orjson.Fragment | None:
+    """Embed stored JSON text as it is, without decoding it again."""
+    return None if raw is None else orjson.Fragment(raw)
+
+
+@contextmanager
+def _translate_errors() -> Iterator[None]:
+    """Turn Redis connectivity errors into StoreUnavailableError."""
+    try:
+        yield
+    except REDIS_DOWN_ERRORS as exc:
+        raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc

@@ -185,6 +185,13 @@ def test_a_failing_task_answers_a_500_problem_without_traceback(stack):
         ("/v1/tasks/echo?wait=-1", b"{}", JSON, 400, "/problems/invalid-wait"),
         ("/v1/tasks/echo?wait=soon", b"{}", JSON, 400, "/problems/invalid-wait"),
         ("/v1/tasks/echo?wait=nan", b"{}", JSON, 400, "/problems/invalid-wait"),
+        (
+            "/v1/tasks/echo",
+            b'{"a": "' + b"x" * (1 << 21) + b'"}',
+            JSON,
+            413,
+            "about:blank",
+        ),
     ],
 )
 def test_bad_requests_get_their_problem_and_the_service_stays_up(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -348,7 +349,11 @@ def main() -> None:
 
     settings = load()
     configure_logging(settings.log_level)
-    Broker(settings).run()
+    try:
+        broker = Broker(settings)
+    except zmq.ZMQError as exc:
+        sys.exit(f"taskgate: the broker cannot listen: {exc}")
+    broker.run()
 
 
 if __name__ == "__main__":

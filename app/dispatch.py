@@ -75,7 +75,9 @@ class Dispatcher:
         """Requests currently waiting for the broker."""
         return len(self._tickets)
 
-    def submit(self, task_id: str, name: str, payload: bytes) -> Ticket:
+    def submit(
+        self, task_id: str, name: str, payload: bytes, time_limit_s: float = 0.0
+    ) -> Ticket:
         """Send a task and wait until the broker has queued it.
 
         Raises BrokerUnavailableError when the broker is not connected or does not
@@ -83,7 +85,14 @@ class Dispatcher:
         The caller must :meth:`release` the ticket when done with it.
         """
         ticket = Ticket(str(next(self._ids)))
-        header = Header(Command.SUBMIT, task_id, name, 1, ticket.request_id)
+        header = Header(
+            Command.SUBMIT,
+            task_id,
+            name,
+            1,
+            ticket.request_id,
+            time_limit_s=time_limit_s,
+        )
         self._tickets[ticket.request_id] = ticket
         deadline = time.monotonic() + self._accept_timeout_s
         try:
@@ -118,6 +127,22 @@ class Dispatcher:
                     raise BrokerUnavailableError("broker is not connected") from None
             gevent.sleep(pause_s)
             pause_s = min(pause_s * 2, 0.1)
+
+    def cancel(self, task_id: str, owner: str) -> None:
+        """Ask the broker to stop a running task; best effort, never waits.
+
+        The record is already ``cancelled`` in Redis. If this message is lost
+        (broker down), the task runs to its end and its result is discarded.
+        """
+        header = Header(Command.CANCEL, task_id, detail=owner)
+        try:
+            self._socket.send_multipart(
+                protocol.encode(Message(header)), flags=zmq.NOBLOCK
+            )
+        except zmq.Again:
+            logger.warning(
+                "cancel not delivered, broker not connected task_id=%s", task_id
+            )
 
     def wait_reply(self, ticket: Ticket, timeout_s: float) -> bytes | None:
         """The finished record's JSON, or None if it did not come within ``timeout_s``."""

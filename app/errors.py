@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from worker.errors import (
     InvalidArgumentsError,
     QueueFullError,
+    TaskFinishedError,
     UnavailableError,
     UnknownTaskError,
 )
@@ -71,6 +72,16 @@ def register_error_handlers(app: Flask, retry_after_s: int) -> None:
     @app.errorhandler(InvalidArgumentsError)
     def invalid_arguments(exc: InvalidArgumentsError) -> Response:
         return problem(422, "invalid-arguments", "Invalid task arguments", str(exc))
+
+    @app.errorhandler(TaskFinishedError)
+    def task_finished(exc: TaskFinishedError) -> Response:
+        return problem(
+            409,
+            "task-finished",
+            "Task already finished",
+            str(exc),
+            task_status=exc.status,
+        )
 
     @app.errorhandler(UnavailableError)
     def unavailable(exc: UnavailableError) -> Response:

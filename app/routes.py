@@ -12,23 +12,27 @@ monitor should count it as a server error. The gateway's own trouble is ``503``.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from typing import Any
 
+import gevent
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
+from gevent.event import Event
 
 from app.errors import RequestError, problem
+from app.params import json_object_body, seconds_param
 from app.services import Clients, Services
 from conf.settings import Settings
+from worker.errors import TaskFinishedError
 from worker.registry import TASK_NAME
 from worker.store import TaskStatus, record_json
 
 api = Blueprint("api", __name__)
 
 TASK_ID = re.compile(r"^[0-9a-f]{32}$")
-JSON_TYPES = ("application/json",)
 
 
 @api.get("/healthz")
@@ -41,21 +45,24 @@ def healthz() -> Response:
 def submit_task(name: str) -> Response:
     """Run task ``name`` with the body's members as keyword arguments."""
     settings = _settings()
-    wait_s = _wait_param(settings, settings.wait_default_s)
+    wait_s = seconds_param("wait", settings.wait_default_s, settings.wait_max_s)
+    time_limit_s = seconds_param("time_limit", 0.0, math.inf, positive=True)
     if not TASK_NAME.match(name):
         raise RequestError(
             404, "unknown-task", "Unknown task", f"task names match {TASK_NAME.pattern}"
         )
-    body, _ = _json_object_body()
-    return _run(name, body, wait_s, _clients())
+    body, arguments = json_object_body(settings.max_body_bytes)
+    return _run(name, body, arguments, wait_s, time_limit_s, _clients())
 
 
 @api.post("/api/process")
 def process_alias() -> Response:
     """The origin document's endpoint: the ``process`` task, answered with its result."""
     settings = _settings()
-    body, _ = _json_object_body()
-    response = _run("process", body, settings.wait_default_s, _clients())
+    body, arguments = json_object_body(settings.max_body_bytes)
+    response = _run(
+        "process", body, arguments, settings.wait_default_s, 0.0, _clients()
+    )
     if response.status_code != 200:
         return response
     record = orjson.loads(response.get_data())
@@ -66,7 +73,7 @@ def process_alias() -> Response:
 def get_task(task_id: str) -> Response:
     """The task resource; ``?wait=S`` returns as soon as the task ends."""
     settings = _settings()
-    wait_s = _wait_param(settings, 0.0)
+    wait_s = seconds_param("wait", 0.0, settings.wait_max_s)
     if not TASK_ID.match(task_id):
         raise _no_such_task(task_id)
 
@@ -79,31 +86,114 @@ def get_task(task_id: str) -> Response:
     return Response(record_json(fields), 200, mimetype="application/json")
 
 
-def _run(name: str, body: bytes, wait_s: float, clients: Clients) -> Response:
-    clients.catalog.spec(name).check(orjson.loads(body))
-    task_id = uuid.uuid4().hex
-    clients.store.create(task_id, name, body)
-    try:
-        ticket = clients.dispatcher.submit(task_id, name, body)
-    except Exception:
-        # The client never hears of this id; a stale record would only confuse.
-        clients.store.discard(task_id)
-        raise
+@api.delete("/v1/tasks/<task_id>")
+def cancel_task(task_id: str) -> Response:
+    """Cancel a queued or running task; a finished one is a 409 problem."""
+    if not TASK_ID.match(task_id):
+        raise _no_such_task(task_id)
 
+    clients = _clients()
+    cancellation = clients.store.cancel(task_id)
+    if cancellation.previous == "missing":
+        raise _no_such_task(task_id)
+    if cancellation.previous not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+        raise TaskFinishedError(cancellation.previous)
+    # The broker drops it from its queue, or asks its worker to stop it.
+    clients.dispatcher.cancel(task_id, cancellation.owner)
+
+    fields = clients.store.get(task_id)
+    if fields is None:
+        raise _no_such_task(task_id)
+    return Response(record_json(fields), 200, mimetype="application/json")
+
+
+def _run(
+    name: str,
+    body: bytes,
+    arguments: dict[str, Any],
+    wait_s: float,
+    time_limit_s: float,
+    clients: Clients,
+) -> Response:
+    spec = clients.catalog.spec(name)
+    spec.check(arguments)
+    if spec.time_limit_s > 0:
+        time_limit_s = min(time_limit_s or spec.time_limit_s, spec.time_limit_s)
+    task_id = uuid.uuid4().hex
+    clients.store.create(task_id, name, body, max(1, spec.max_attempts), time_limit_s)
+    # Watch before sending: the task may end before the broker's reply comes
+    # back, or its reply may be lost with a broker restart; Redis still says.
+    finished = clients.watcher.watch(task_id) if wait_s > 0 else None
     try:
-        record = clients.dispatcher.wait_reply(ticket, wait_s) if wait_s > 0 else None
+        record = _submit_and_wait(
+            clients, task_id, name, body, time_limit_s, wait_s, finished
+        )
     finally:
-        clients.dispatcher.release(ticket)
+        if finished is not None:
+            clients.watcher.unwatch(task_id, finished)
 
     if record is None:
         return _accepted(clients, task_id, name, polled=wait_s > 0)
     return _finished(record)
 
 
+def _submit_and_wait(
+    clients: Clients,
+    task_id: str,
+    name: str,
+    body: bytes,
+    time_limit_s: float,
+    wait_s: float,
+    finished: Event | None,
+) -> bytes | None:
+    """Send the task; return its final record if it ends within ``wait_s``."""
+    try:
+        ticket = clients.dispatcher.submit(task_id, name, body, time_limit_s)
+    except Exception:
+        # The client never hears of this id; a stale record would only confuse.
+        clients.store.discard(task_id)
+        raise
+
+    try:
+        if finished is None:
+            return None
+        gevent.wait([ticket.reply, finished], timeout=wait_s, count=1)
+        if ticket.reply.ready():
+            return clients.dispatcher.wait_reply(ticket, 0)
+    finally:
+        clients.dispatcher.release(ticket)
+
+    if not finished.is_set():
+        return None
+    fields = clients.store.get(task_id)
+    if fields is None or not TaskStatus(fields[b"status"].decode()).is_final:
+        return None
+    return record_json(fields)
+
+
 def _finished(record: bytes) -> Response:
     resource = orjson.loads(record)
+    if resource["status"] == TaskStatus.CANCELLED:
+        return problem(
+            409,
+            "task-cancelled",
+            "Task cancelled",
+            "the task was cancelled before it ended",
+            task_id=resource["id"],
+            headers={"Location": f"/v1/tasks/{resource['id']}"},
+        )
     if resource["status"] == TaskStatus.FAILED:
         error = resource.get("error") or {}
+        if error.get("type") == "InvalidArgumentsError":
+            # The task refused its arguments before doing anything: the request's fault.
+            return problem(
+                422,
+                "invalid-arguments",
+                "Invalid task arguments",
+                error.get("message", ""),
+                task_id=resource["id"],
+                headers={"Location": f"/v1/tasks/{resource['id']}"},
+            )
         return problem(
             500,
             "task-failed",
@@ -119,6 +209,9 @@ def _finished(record: bytes) -> Response:
 def _accepted(clients: Clients, task_id: str, name: str, polled: bool) -> Response:
     """202 with where to look; the body is the task as it stands now."""
     fields = clients.store.get(task_id) if polled else None
+    if fields is not None and TaskStatus(fields[b"status"].decode()).is_final:
+        # It ended in the moment between the wait and this read.
+        return _finished(record_json(fields))
     if fields is not None:
         body = record_json(fields)
     else:
@@ -145,51 +238,6 @@ def _wait_finished(
         return clients.store.get(task_id)
     finally:
         clients.watcher.unwatch(task_id, event)
-
-
-def _json_object_body() -> tuple[bytes, dict[str, Any]]:
-    """The raw body and its parsed object; 415 or 400 problems otherwise."""
-    mimetype = request.mimetype
-    if mimetype and mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
-        raise RequestError(
-            415,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "send the arguments as application/json",
-        )
-    body = request.get_data(cache=False)
-    try:
-        arguments = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(
-            400, "invalid-body", "Invalid body", f"the body is not valid JSON: {exc}"
-        ) from None
-    if not isinstance(arguments, dict):
-        raise RequestError(
-            400,
-            "invalid-body",
-            "Invalid body",
-            "the body must be a JSON object of keyword arguments",
-        )
-    return body, arguments
-
-
-def _wait_param(settings: Settings, default: float) -> float:
-    raw = request.args.get("wait")
-    if raw is None:
-        return default
-    try:
-        wait_s = float(raw)
-    except ValueError:
-        wait_s = -1.0
-    if not 0 <= wait_s < float("inf"):
-        raise RequestError(
-            400,
-            "invalid-wait",
-            "Invalid wait",
-            "wait must be a number of seconds, 0 or more",
-        )
-    return min(wait_s, settings.wait_max_s)
 
 
 def _no_such_task(task_id: str) -> RequestError:

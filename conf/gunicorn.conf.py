@@ -15,7 +15,7 @@ from conf.settings import load
 _settings = load()
 
 worker_class = "gevent"
-bind = [f"0.0.0.0:{_settings.port}"]
+bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.web_concurrency
 # One gevent worker holds this many connections (each a waiting request at most).
 worker_connections = 10_000

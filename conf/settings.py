@@ -14,8 +14,12 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PositiveFloat = Annotated[float, Field(gt=0)]
+# Every duration is finite: an "inf" timeout would be a wait that never ends.
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(gt=0)]
+ZMQ_ADDRESS = r"^(tcp|ipc|inproc)://\S+$"
+MODULE_LIST = r"^\s*[A-Za-z_][\w.]*(\s*,\s*[A-Za-z_][\w.]*)*\s*,?\s*$"
 
 
 class Settings(BaseSettings):
@@ -41,13 +45,16 @@ class Settings(BaseSettings):
     # Where the broker listens; web processes and workers connect to the same
     # addresses. A ``tcp://*:port`` bind needs a host name on the connecting side,
     # so list the broker's reachable address here.
-    broker_frontend: str = "tcp://127.0.0.1:5555"
-    broker_backend: str = "tcp://127.0.0.1:5556"
+    broker_frontend: str = Field("tcp://127.0.0.1:5555", pattern=ZMQ_ADDRESS)
+    broker_backend: str = Field("tcp://127.0.0.1:5556", pattern=ZMQ_ADDRESS)
+    # The interface gunicorn listens on. Procfile platforms route to 0.0.0.0;
+    # bin/run sets 127.0.0.1 so a laptop does not offer its API to the network.
+    host: str = "0.0.0.0"
 
     # HTTP waits. The cap stays under the 30 s after which Heroku-style routers
     # cut a request.
-    wait_default_s: float = Field(20.0, ge=0)
-    wait_max_s: float = Field(25.0, ge=0)
+    wait_default_s: NonNegativeFloat = 20.0
+    wait_max_s: NonNegativeFloat = 25.0
     retry_after_s: PositiveInt = 1
     max_body_bytes: PositiveInt = 1024 * 1024
 
@@ -64,9 +71,22 @@ class Settings(BaseSettings):
     heartbeat_liveness: PositiveInt = 3
 
     # Worker pool.
-    task_modules: str = "worker.tasks"
+    task_modules: str = Field("worker.tasks", pattern=MODULE_LIST)
     worker_processes: PositiveInt = Field(default_factory=lambda: os.cpu_count() or 1)
-    shutdown_grace_s: float = Field(10.0, ge=0)
+    shutdown_grace_s: NonNegativeFloat = 10.0
+    # Defaults for tasks that do not set their own at registration.
+    max_attempts: PositiveInt = 3
+    time_limit_s: PositiveFloat = 600.0
+    # How long a cancelled task may take to stop before its process is killed.
+    cancel_grace_s: NonNegativeFloat = 2.0
+    # Results a pool keeps while Redis is unreachable, before it stops taking tasks.
+    result_buffer: PositiveInt = 1000
+
+    # Broker recovery: how often it looks in Redis for tasks nobody runs, and how
+    # old a queued record must be before recovery may dispatch it (a younger one
+    # may still be on its way from a web process).
+    recovery_interval_s: PositiveFloat = 5.0
+    recovery_min_age_s: NonNegativeFloat = 2.0
 
     # Redis task records.
     result_ttl_s: PositiveInt = 24 * 3600

@@ -123,7 +123,11 @@ def start_web(env: dict[str, str], log_dir: Path, name: str = "web") -> ManagedP
             assert web.alive(), web.log()
             return False
 
-    wait_for(healthy, timeout_s=30, interval_s=0.1, what="gunicorn to answer /healthz")
+    try:
+        wait_for(healthy, timeout_s=30, interval_s=0.1, what="gunicorn to answer /healthz")
+    except BaseException:
+        web.stop()
+        raise
     return web
 
 

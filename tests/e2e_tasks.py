@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -31,4 +32,17 @@ def pid_then_sleep(path: str, seconds: float) -> dict[str, float]:
     with open(path, "w") as handle:
         handle.write(str(os.getpid()))
     time.sleep(seconds)
+    return {"slept": seconds}
+
+
+@task("tests.stubborn")
+def stubborn(path: str, seconds: float) -> dict[str, float]:
+    """Ignore cancellation, as badly written task code might: the pool must kill it."""
+    with open(path, "w") as handle:
+        handle.write(str(os.getpid()))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        # Swallowing the cancellation (a BaseException) is the point of this task.
+        with contextlib.suppress(BaseException):
+            time.sleep(0.05)
     return {"slept": seconds}

@@ -15,7 +15,7 @@ from worker.protocol import Command, Header, Message
 def context():
     ctx = zmq.Context()
     yield ctx
-    ctx.term()
+    ctx.destroy(linger=0)
 
 
 @pytest.fixture
@@ -33,8 +33,16 @@ def peer(context):
 
 
 @pytest.fixture
-def broker(settings, context):
-    instance = Broker(settings, context)
+def fast_settings(settings):
+    """Recovery scans often and takes queued records at any age."""
+    return settings.model_copy(
+        update={"recovery_interval_s": 0.05, "recovery_min_age_s": 0}
+    )
+
+
+@pytest.fixture
+def broker(fast_settings, store, context):
+    instance = Broker(fast_settings, store, context)
     yield instance
     instance.close()
 
@@ -69,8 +77,14 @@ class Peer:
         return True
 
 
-def ready(peer, broker, tasks=("echo",), capacity=1):
-    announcement = {"capacity": capacity, "free": capacity, "tasks": list(tasks)}
+def ready(peer, broker, tasks=("echo",), capacity=1, running=(), draining=False):
+    announcement = {
+        "capacity": capacity,
+        "free": capacity - len(running),
+        "tasks": list(tasks),
+        "running": [list(r) for r in running],
+        "draining": draining,
+    }
     peer.send(Header(Command.READY), orjson.dumps(announcement))
     pump(broker)
 
@@ -161,8 +175,8 @@ def test_a_worker_gets_no_more_tasks_than_its_free_slots(broker, settings, peer)
     assert worker.receive(broker).header.task_id == "t2"
 
 
-def test_a_full_queue_rejects_new_tasks(settings, context, peer):
-    bounded = Broker(settings.model_copy(update={"queue_limit": 2}), context)
+def test_a_full_queue_rejects_new_tasks(settings, store, context, peer):
+    bounded = Broker(settings.model_copy(update={"queue_limit": 2}), store, context)
     try:
         web = peer(settings.broker_frontend, b"web-1")
         for number in range(3):
@@ -289,3 +303,188 @@ def test_a_leaving_worker_is_forgotten(broker, settings, peer):
 
     assert web.receive(broker).header.command is Command.ACCEPTED
     assert worker.silent(broker)
+
+
+# Reliability: the broker and recovery against the real store -----------------
+
+
+def wait_for_task(peer, broker, timeout_s=3.0):
+    """The next submit a worker peer receives, skipping other commands."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        message = peer.receive(broker, timeout_s=max(0.01, deadline - time.monotonic()))
+        if message.header.command is Command.SUBMIT:
+            return message
+    raise AssertionError("no task arrived")
+
+
+def start_running(store, task_id, owner, max_attempts=3):
+    store.create(task_id, "echo", b'{"n": 1}', max_attempts=max_attempts)
+    assert store.start(task_id, 1, owner)
+
+
+def test_a_requeued_reply_queues_the_task_again_with_its_attempt(
+    broker, settings, peer
+):
+    web = peer(settings.broker_frontend, b"web-1")
+    worker = peer(settings.broker_backend, b"w1")
+    ready(worker, broker)
+    submit(web, "t1")
+    first = wait_for_task(worker, broker)
+
+    reply = Header(Command.REPLY, "t1", "echo", 2, "", "requeued")
+    worker.send(reply, reply_to=first.reply_to)
+    again = wait_for_task(worker, broker)
+
+    assert again.header.task_id == "t1"
+    assert again.header.attempt == 2
+    assert again.payload == b'{"n": 1}'
+    assert again.reply_to == b"web-1"
+
+
+def test_a_forgotten_workers_running_task_goes_to_another_worker(
+    broker, settings, store, peer
+):
+    web = peer(settings.broker_frontend, b"web-1")
+    lost = peer(settings.broker_backend, b"lost")
+    ready(lost, broker)
+    store.create("t1", "echo", b'{"n": 1}', max_attempts=3)
+    submit(web, "t1", request_id="r1")
+    task = wait_for_task(lost, broker)
+    assert store.start("t1", task.header.attempt, "lost")
+
+    survivor = peer(settings.broker_backend, b"survivor")
+    ready(survivor, broker)
+    lost.send(Header(Command.DISCONNECT))
+    again = wait_for_task(survivor, broker)
+
+    assert (again.header.task_id, again.header.attempt) == ("t1", 2)
+    assert again.header.request_id == "r1"
+    assert store.get("t1")[b"status"] == b"queued"
+
+
+def test_a_lost_last_attempt_fails_and_the_waiting_request_hears_it(
+    broker, settings, store, peer
+):
+    web = peer(settings.broker_frontend, b"web-1")
+    lost = peer(settings.broker_backend, b"lost")
+    ready(lost, broker)
+    store.create("t1", "echo", b'{"n": 1}', max_attempts=1)
+    submit(web, "t1", request_id="r1")
+    assert web.receive(broker).header.command is Command.ACCEPTED
+    assert store.start("t1", wait_for_task(lost, broker).header.attempt, "lost")
+
+    time.sleep(settings.worker_liveness_s + 0.1)  # the pool falls silent
+    answer = web.receive(broker)
+
+    assert answer.header.command is Command.REPLY
+    assert answer.header.detail == "failed"
+    assert orjson.loads(answer.payload)["error"]["type"] == "WorkerLost"
+
+
+def test_recovery_dispatches_queued_records_the_broker_never_saw(
+    broker, store, settings, peer
+):
+    store.create("orphan", "echo", b'{"from": "redis"}', time_limit_s=7)
+    worker = peer(settings.broker_backend, b"w1")
+    ready(worker, broker)
+
+    task = wait_for_task(worker, broker, timeout_s=settings.worker_liveness_s + 2)
+
+    assert task.header.task_id == "orphan"
+    assert task.header.attempt == 1
+    assert task.header.time_limit_s == 7
+    assert task.payload == b'{"from": "redis"}'
+
+
+def test_recovery_reclaims_running_records_of_owners_it_does_not_know(
+    broker, store, settings, peer
+):
+    start_running(store, "stranded", owner="a-pool-that-died")
+    worker = peer(settings.broker_backend, b"w1")
+    ready(worker, broker)
+
+    task = wait_for_task(worker, broker, timeout_s=settings.worker_liveness_s + 2)
+
+    assert (task.header.task_id, task.header.attempt) == ("stranded", 2)
+    assert store.start("stranded", 2, "w1")
+
+
+def test_recovery_leaves_tasks_of_live_workers_alone(broker, store, settings, peer):
+    worker = peer(settings.broker_backend, b"w1")
+    start_running(store, "busy", owner="w1")
+    ready(worker, broker, capacity=2, running=[("busy", "echo", 1)])
+
+    deadline = time.monotonic() + settings.worker_liveness_s + 0.5
+    while time.monotonic() < deadline:
+        worker.send(Header(Command.HEARTBEAT))
+        assert worker.silent(broker, for_s=0.1)
+    assert store.get("busy")[b"status"] == b"running"
+
+
+def test_a_restarted_broker_adopts_what_pools_say_they_run(
+    fast_settings, store, context, peer
+):
+    # A fresh broker never saw the task, as after a restart.
+    restarted = Broker(fast_settings, store, context)
+    try:
+        worker = peer(fast_settings.broker_backend, b"w1")
+        start_running(store, "t1", owner="w1")
+        ready(worker, restarted, capacity=1, running=[("t1", "echo", 1)])
+        assert restarted.knows("t1")
+
+        other = peer(fast_settings.broker_backend, b"w2")
+        ready(other, restarted)
+        worker.send(Header(Command.DISCONNECT))
+        again = wait_for_task(other, restarted)
+    finally:
+        restarted.close()
+
+    assert (again.header.task_id, again.header.attempt) == ("t1", 2)
+    assert again.payload == b'{"n": 1}'  # read back from Redis
+
+
+def test_a_draining_worker_gets_no_new_tasks(broker, settings, peer):
+    web = peer(settings.broker_frontend, b"web-1")
+    worker = peer(settings.broker_backend, b"w1")
+    ready(worker, broker, capacity=2, draining=True)
+
+    submit(web, "t1")
+
+    assert worker.silent(broker)
+    assert broker.waiting == 1
+
+
+def test_cancel_drops_a_queued_task_and_forwards_a_running_one(broker, settings, peer):
+    web = peer(settings.broker_frontend, b"web-1")
+    worker = peer(settings.broker_backend, b"w1")
+    ready(worker, broker)
+    submit(web, "running")
+    submit(web, "waiting")
+    assert wait_for_task(worker, broker).header.task_id == "running"
+    assert broker.waiting == 1
+
+    web.send(Header(Command.CANCEL, "waiting"))
+    web.send(Header(Command.CANCEL, "running", detail="w1"))
+
+    assert worker.receive(broker).header == Header(Command.CANCEL, "running")
+    assert broker.waiting == 0
+
+
+def test_a_submit_for_a_task_recovery_queued_joins_it(broker, store, settings, peer):
+    store.create("t1", "echo", b'{"n": 1}')
+    pump(broker)
+    time.sleep(settings.worker_liveness_s + 0.1)
+    pump(broker)  # recovery queues it: no worker serves echo yet
+    assert broker.knows("t1")
+    web = peer(settings.broker_frontend, b"web-1")
+
+    submit(web, "t1", request_id="r7")
+    assert web.receive(broker).header.command is Command.ACCEPTED
+    worker = peer(settings.broker_backend, b"w1")
+    ready(worker, broker)
+
+    task = wait_for_task(worker, broker)
+    assert (task.header.task_id, task.header.request_id) == ("t1", "r7")
+    assert task.reply_to == b"web-1"
+    assert broker.waiting == 0

@@ -51,17 +51,36 @@ class FakeBroker:
 
 
 @pytest.fixture
-def pool(redis_server_instance, tmp_path):
+def start_pool(redis_server_instance, tmp_path):
+    """Start ``python -m worker`` facing a FakeBroker; stopped after the test."""
+    started = []
+
+    def start(redis_url=None, **overrides):
+        redis_url = redis_url or redis_server_instance.url(2)
+        env = stack_env(
+            redis_url,
+            TASKGATE_WORKER_PROCESSES="2",
+            TASKGATE_CANCEL_GRACE_S="0.5",
+            **overrides,
+        )
+        broker = FakeBroker(env["TASKGATE_BROKER_BACKEND"])
+        process = ManagedProcess("pool", python_args("-m", "worker"), env, tmp_path)
+        started.append((process, broker))
+        identity, ready = broker.receive(Command.READY, timeout_s=30)
+        return process, broker, identity, orjson.loads(ready.payload)
+
+    yield start
+    for process, broker in started:
+        process.stop()
+        broker.close()
+
+
+@pytest.fixture
+def pool(start_pool, redis_server_instance):
     redis_url = redis_server_instance.url(2)
     redis.Redis.from_url(redis_url).flushdb()
-    env = stack_env(redis_url, TASKGATE_WORKER_PROCESSES="2")
-    broker = FakeBroker(env["TASKGATE_BROKER_BACKEND"])
-    process = ManagedProcess("pool", python_args("-m", "worker"), env, tmp_path)
     store = TaskStore(redis.Redis.from_url(redis_url), result_ttl_s=600)
-    identity, ready = broker.receive(Command.READY, timeout_s=30)
-    yield process, broker, identity, orjson.loads(ready.payload), store
-    process.stop()
-    broker.close()
+    return (*start_pool(), store)
 
 
 def test_pool_announces_its_tasks_and_capacity(pool):
@@ -152,3 +171,150 @@ def test_sigterm_leaves_the_broker_and_exits_cleanly(pool):
 
     broker.receive(Command.DISCONNECT)
     assert process.process.wait(15) == 0
+
+
+def run_pid_task(
+    broker,
+    identity,
+    store,
+    tmp_path,
+    task_id,
+    seconds,
+    name="tests.pid_then_sleep",
+    max_attempts=1,
+    time_limit_s=0.0,
+):
+    """Submit a task that writes its pid, and return that pid once it runs."""
+    pid_file = tmp_path / f"{task_id}.pid"
+    payload = orjson.dumps({"path": str(pid_file), "seconds": seconds})
+    store.create(task_id, name, payload, max_attempts=max_attempts)
+    header = Header(Command.SUBMIT, task_id, name, 1, "r1", time_limit_s=time_limit_s)
+    broker.socket.send_multipart(
+        [identity, *protocol.encode(Message(header, b"web-1", payload))]
+    )
+    return int(wait_for(lambda: pid_file.exists() and pid_file.read_text()))
+
+
+def test_a_killed_child_with_attempts_left_hands_its_task_back(pool, tmp_path):
+    _, broker, identity, _, store = pool
+    child_pid = run_pid_task(
+        broker, identity, store, tmp_path, "again", 30, max_attempts=3
+    )
+
+    os.kill(child_pid, signal.SIGKILL)
+    _, reply = broker.receive(Command.REPLY)
+
+    assert reply.header.detail == "requeued"
+    assert reply.header.attempt == 2  # the attempt the broker must send next
+    assert reply.header.request_id == ""  # nothing for the web process yet
+    fields = store.get("again")
+    assert (fields[b"status"], fields[b"attempts"]) == (b"queued", b"1")
+
+
+def test_a_task_past_its_time_limit_is_killed_and_fails(pool, tmp_path):
+    _, broker, identity, _, store = pool
+    started = time.monotonic()
+    child_pid = run_pid_task(
+        broker, identity, store, tmp_path, "slow", 30, time_limit_s=1
+    )
+
+    _, reply = broker.receive(Command.REPLY)
+
+    assert 0.9 < time.monotonic() - started < 5
+    assert reply.header.detail == "failed"
+    assert orjson.loads(reply.payload)["error"]["type"] == "TimeLimitExceeded"
+    assert wait_for(lambda: not os.path.exists(f"/proc/{child_pid}"), timeout_s=5)
+
+
+def test_cancelling_a_running_task_stops_it_and_reports_cancelled(pool, tmp_path):
+    _, broker, identity, _, store = pool
+    child_pid = run_pid_task(broker, identity, store, tmp_path, "doomed", 30)
+
+    assert store.cancel("doomed").owner == identity.decode()
+    broker.socket.send_multipart(
+        [identity, *protocol.encode(Message(Header(Command.CANCEL, "doomed")))]
+    )
+    _, reply = broker.receive(Command.REPLY, timeout_s=5)
+
+    assert reply.header.detail == "cancelled"
+    assert reply.header.request_id == "r1"
+    assert orjson.loads(reply.payload)["status"] == "cancelled"
+    # The child stopped the task on its own and lives on for the next one.
+    assert os.path.exists(f"/proc/{child_pid}")
+
+
+def test_a_task_that_ignores_cancellation_is_killed_after_the_grace(pool, tmp_path):
+    _, broker, identity, _, store = pool
+    child_pid = run_pid_task(
+        broker, identity, store, tmp_path, "stubborn", 30, name="tests.stubborn"
+    )
+
+    store.cancel("stubborn")
+    broker.socket.send_multipart(
+        [identity, *protocol.encode(Message(Header(Command.CANCEL, "stubborn")))]
+    )
+    _, reply = broker.receive(Command.REPLY, timeout_s=5)
+
+    assert reply.header.detail == "cancelled"
+    assert wait_for(lambda: not os.path.exists(f"/proc/{child_pid}"), timeout_s=5)
+
+
+def test_shutdown_finishes_short_tasks_and_hands_back_long_ones(
+    start_pool, tmp_path, redis_server_instance
+):
+    redis_url = redis_server_instance.url(3)
+    redis.Redis.from_url(redis_url).flushdb()
+    store = TaskStore(redis.Redis.from_url(redis_url), result_ttl_s=600)
+    process, broker, identity, _ = start_pool(
+        redis_url, TASKGATE_SHUTDOWN_GRACE_S="1.5"
+    )
+    run_pid_task(broker, identity, store, tmp_path, "short", 0.7, max_attempts=3)
+    run_pid_task(broker, identity, store, tmp_path, "long", 30, max_attempts=3)
+
+    # Like honcho or a Procfile platform: TERM to every process of the group.
+    process.signal(signal.SIGTERM)
+    replies = {}
+    while len(replies) < 2:
+        _, reply = broker.receive(Command.REPLY, timeout_s=10)
+        replies[reply.header.task_id] = reply
+    broker.receive(Command.DISCONNECT)
+
+    assert replies["short"].header.detail == "succeeded"
+    assert replies["long"].header.detail == "requeued"
+    assert store.get("short")[b"status"] == b"succeeded"
+    assert store.get("long")[b"status"] == b"queued"
+    assert process.process.wait(10) == 0
+
+
+def test_results_wait_in_the_buffer_while_redis_stalls(start_pool, tmp_path):
+    from tools import redis_server
+
+    port = redis_server.free_port()
+    private = redis_server.start(port, tmp_path / "redis")
+    try:
+        store = TaskStore(redis.Redis(port=port), result_ttl_s=600)
+        _, broker, identity, _ = start_pool(
+            f"redis://127.0.0.1:{port}/0", TASKGATE_REDIS_TIMEOUT_S="0.3"
+        )
+        run_pid_task(broker, identity, store, tmp_path, "buffered", 1)
+
+        private.send_signal(signal.SIGSTOP)  # Redis hangs: every call times out
+        time.sleep(2)
+        private.send_signal(signal.SIGCONT)
+        _, reply = broker.receive(Command.REPLY, timeout_s=10)
+
+        assert reply.header.detail == "succeeded"
+        assert store.get("buffered")[b"status"] == b"succeeded"
+    finally:
+        private.send_signal(signal.SIGCONT)
+        private.terminate()
+        private.wait(10)
+
+
+def test_children_exit_when_the_pool_parent_is_killed(pool, tmp_path):
+    process, broker, identity, _, store = pool
+    child_pid = run_pid_task(broker, identity, store, tmp_path, "orphan", 60)
+
+    os.kill(process.pid, signal.SIGKILL)
+
+    assert wait_for(lambda: not os.path.exists(f"/proc/{child_pid}"), timeout_s=5)

@@ -37,9 +37,9 @@ def test_get_of_unknown_id_is_none(store):
 def test_start_takes_only_the_expected_attempt_once(store):
     store.create("t1", "echo", b"{}")
 
-    assert not store.start("t1", attempt=2)
-    assert store.start("t1", attempt=1)
-    assert not store.start("t1", attempt=1)
+    assert not store.start("t1", attempt=2, owner="w1")
+    assert store.start("t1", attempt=1, owner="w1")
+    assert not store.start("t1", attempt=1, owner="w1")
     assert store.get("t1")[b"status"] == b"running"
 
 
@@ -47,7 +47,7 @@ def test_start_of_a_discarded_task_is_refused(store):
     store.create("t1", "echo", b"{}")
     store.discard("t1")
 
-    assert not store.start("t1", attempt=1)
+    assert not store.start("t1", attempt=1, owner="w1")
     assert store.get("t1") is None
 
 
@@ -55,7 +55,7 @@ def test_progress_is_stored_only_while_the_attempt_runs(store):
     store.create("t1", "echo", b"{}")
     assert not store.set_progress("t1", 1, b'{"current": 1}')
 
-    store.start("t1", 1)
+    store.start("t1", 1, "w1")
     assert store.set_progress("t1", 1, b'{"current": 2}')
     assert not store.set_progress("t1", 2, b'{"current": 3}')
     assert store.get("t1")[b"progress"] == b'{"current": 2}'
@@ -65,7 +65,7 @@ def test_finish_writes_result_expiry_index_and_notifies(store, redis_client):
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(FINISHED_CHANNEL)
     store.create("t1", "echo", b"{}")
-    store.start("t1", 1)
+    store.start("t1", 1, "w1")
 
     record = store.finish("t1", 1, SUCCESS)
 
@@ -80,7 +80,7 @@ def test_finish_writes_result_expiry_index_and_notifies(store, redis_client):
 
 def test_finish_of_a_given_up_attempt_changes_nothing(store):
     store.create("t1", "echo", b"{}")
-    store.start("t1", 1)
+    store.start("t1", 1, "w1")
 
     assert store.finish("t1", 2, SUCCESS) is None
     assert store.get("t1")[b"status"] == b"running"
@@ -96,7 +96,7 @@ def test_finish_of_a_given_up_attempt_changes_nothing(store):
 def test_record_json_is_the_public_task_resource(store):
     before = time.time()
     store.create("t1", "echo", b'{"x": 1}')
-    store.start("t1", 1)
+    store.start("t1", 1, "w1")
     store.set_progress("t1", 1, b'{"current": 1, "total": 2, "message": null}')
     record = store.finish("t1", 1, SUCCESS)
 
@@ -110,6 +110,7 @@ def test_record_json_is_the_public_task_resource(store):
         "started_at",
         "finished_at",
         "attempts",
+        "max_attempts",
         "progress",
         "result",
     }
@@ -125,7 +126,7 @@ def test_record_json_is_the_public_task_resource(store):
 
 def test_record_json_of_a_failure_carries_the_error_but_not_the_traceback(store):
     store.create("t1", "fail", b"{}")
-    store.start("t1", 1)
+    store.start("t1", 1, "w1")
     error = Outcome(
         TaskStatus.FAILED, b'{"type": "RuntimeError", "message": "m"}', "secret tb"
     )
@@ -160,3 +161,94 @@ def test_store_reports_an_unreachable_redis_as_unavailable():
         dead.get("t1")
     # Bounded by the timeout and one retry, not by a long backoff schedule.
     assert time.monotonic() - started < 3
+
+
+def test_start_records_the_owner_and_finish_clears_it(store):
+    store.create("t1", "echo", b"{}")
+    store.start("t1", 1, "pool-a")
+
+    assert store.get("t1")[b"owner"] == b"pool-a"
+    record = store.finish("t1", 1, SUCCESS)
+    assert b"owner" not in record
+
+
+def test_release_queues_a_lost_attempt_again_while_attempts_remain(store, redis_client):
+    store.create("t1", "echo", b"{}", max_attempts=2)
+    store.start("t1", 1, "pool-a")
+
+    release = store.release("t1", "pool-a", b'{"type": "WorkerLost", "message": "m"}')
+
+    assert (release.outcome, release.attempts) == ("queued", 1)
+    assert store.get("t1")[b"status"] == b"queued"
+    assert redis_client.zscore(UNFINISHED_KEY, "t1") is not None
+    assert store.start("t1", 2, "pool-b")
+    assert not store.finish("t1", 1, SUCCESS)  # the lost attempt's late result
+    assert store.finish("t1", 2, SUCCESS)[b"status"] == b"succeeded"
+
+
+def test_release_fails_the_task_on_its_last_attempt(store, redis_client):
+    store.create("t1", "echo", b"{}", max_attempts=1)
+    store.start("t1", 1, "pool-a")
+
+    release = store.release(
+        "t1", "pool-a", b'{"type": "WorkerLost", "message": "gone"}'
+    )
+
+    assert release.outcome == "failed"
+    fields = store.get("t1")
+    assert fields[b"status"] == b"failed"
+    assert orjson.loads(fields[b"error"]) == {"type": "WorkerLost", "message": "gone"}
+    assert redis_client.zscore(UNFINISHED_KEY, "t1") is None
+    assert redis_client.ttl(task_key("t1")) > 0
+
+
+def test_release_by_someone_not_the_owner_changes_nothing(store):
+    store.create("t1", "echo", b"{}", max_attempts=3)
+    store.start("t1", 1, "pool-a")
+
+    assert store.release("t1", "pool-b", b"{}").outcome == "gone"
+    assert store.get("t1")[b"status"] == b"running"
+    assert store.release("missing", "pool-a", b"{}").outcome == "gone"
+
+
+def test_release_of_a_task_never_started_keeps_it_queued(store):
+    store.create("t1", "echo", b"{}")
+
+    assert store.release("t1", "pool-a", b"{}") == store.release("t1", "x", b"{}")
+    assert store.release("t1", "pool-a", b"{}").outcome == "queued"
+    assert store.get("t1")[b"attempts"] == b"0"
+
+
+def test_cancel_ends_queued_and_running_tasks_only(store, redis_client):
+    store.create("queued", "echo", b"{}")
+    store.create("running", "echo", b"{}")
+    store.start("running", 1, "pool-a")
+    store.create("done", "echo", b"{}")
+    store.start("done", 1, "pool-a")
+    store.finish("done", 1, SUCCESS)
+
+    assert store.cancel("queued").previous == "queued"
+    cancellation = store.cancel("running")
+    assert (cancellation.previous, cancellation.owner) == ("running", "pool-a")
+    assert store.cancel("done").previous == "succeeded"
+    assert store.cancel("nope").previous == "missing"
+
+    assert store.get("queued")[b"status"] == b"cancelled"
+    assert not store.start("queued", 1, "pool-a")
+    assert not store.finish("running", 1, SUCCESS)
+    assert redis_client.zcard(UNFINISHED_KEY) == 0
+
+
+def test_unfinished_lists_tasks_in_creation_order_in_batches(store):
+    for number in range(5):
+        store.create(f"t{number}", "echo", b'{"n": %d}' % number, time_limit_s=9)
+    store.start("t1", 1, "pool-a")
+
+    first = store.unfinished(float("-inf"), 3)
+    rest = store.unfinished(first[-1][1], 3)
+
+    assert [task.task_id for task, _ in first + rest] == ["t0", "t1", "t2", "t3", "t4"]
+    running = first[1][0]
+    assert (running.status, running.owner, running.attempts) == ("running", "pool-a", 1)
+    assert first[0][0].args == b'{"n": 0}'
+    assert first[0][0].time_limit_s == 9

@@ -3,6 +3,7 @@ import hashlib
 import pytest
 
 from worker import progress, tasks
+from worker.errors import InvalidArgumentsError
 
 
 def test_echo_returns_its_arguments():
@@ -42,9 +43,9 @@ def test_countdown_reports_each_step_then_done():
 
 
 def test_sleep_and_hash_bound_their_arguments():
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgumentsError):
         tasks.sleep(seconds=-1)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgumentsError):
         tasks.hash_data(megabytes=10_000)
 
 

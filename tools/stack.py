@@ -38,6 +38,8 @@ def main() -> int:
     # Procfile lines say `gunicorn` and `python`: make them this environment's.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     port = env.get("PORT", "8000")
+    # Serve this machine only, unless told otherwise.
+    env.setdefault("TASKGATE_HOST", "127.0.0.1")
 
     redis_process = None
     if not env.get("REDIS_URL"):

@@ -2,12 +2,14 @@
 
 Two ROUTER sockets: the frontend for web processes, the backend for worker pools.
 Per task name the broker keeps the pools with free slots in least-recently-used
-order and one bounded queue of waiting tasks. A pool announces its names and free
-slots (``ready``), and each ``reply`` frees a slot. A pool that stays silent for
-``heartbeat_interval_s * heartbeat_liveness`` is forgotten.
+order and one bounded queue of waiting tasks. A pool announces its names, its free
+slots and the tasks it runs (``ready``); each ``reply`` frees a slot. A pool that
+stays silent for ``heartbeat_interval_s * heartbeat_liveness`` is forgotten and its
+tasks are given back in Redis and queued again (see :mod:`worker.recovery`).
 
 The broker holds no task state that is not also in Redis: a task's record is
-written before the web process sends it here.
+written before the web process sends it here, so a restarted broker rebuilds its
+queues from Redis.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import signal
 import sys
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from types import FrameType
 
 import orjson
@@ -27,16 +30,19 @@ from conf.settings import Settings
 from worker import protocol
 from worker.errors import ProtocolError
 from worker.protocol import Command, Header, Message
+from worker.recovery import Recovery
+from worker.store import TaskStatus, TaskStore, connect
 
 logger = logging.getLogger(__name__)
 
 # Messages handled per socket per turn, so one busy side cannot starve the other.
 BATCH = 512
+FINAL_STATUSES = frozenset(status.value for status in TaskStatus if status.is_final)
 
 
 @dataclass(slots=True)
 class PendingTask:
-    """A task waiting in the broker for a worker."""
+    """A task the broker holds: waiting in a queue, or in flight on a worker."""
 
     header: Header
     reply_to: bytes
@@ -52,6 +58,7 @@ class WorkerState:
     capacity: int
     free: int
     expires_at: float
+    draining: bool = False
     in_flight: dict[str, PendingTask] = field(default_factory=dict)
 
 
@@ -59,14 +66,18 @@ class Broker:
     """Load-balancing ROUTER/ROUTER broker; call :meth:`run` or :meth:`poll_once`."""
 
     def __init__(
-        self, settings: Settings, context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self,
+        settings: Settings,
+        store: TaskStore,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
         self._settings = settings
         self._context = context or zmq.Context.instance()
         self._workers: dict[bytes, WorkerState] = {}
         self._idle: dict[str, OrderedDict[bytes, None]] = {}
         self._queues: dict[str, deque[PendingTask]] = {}
-        self._waiting = 0
+        self._queued: dict[str, PendingTask] = {}
+        self._owner_of: dict[str, bytes] = {}
         self._waiting_bytes = 0
         self._stopping = False
         self._next_expiry_check = 0.0
@@ -75,6 +86,7 @@ class Broker:
         self._poller = zmq.Poller()
         self._poller.register(self.backend, zmq.POLLIN)
         self._poller.register(self.frontend, zmq.POLLIN)
+        self.recovery = Recovery(self, store, settings)
 
     def _bind(self, address: str) -> zmq.Socket[bytes]:
         sock = self._context.socket(zmq.ROUTER)
@@ -90,7 +102,15 @@ class Broker:
     @property
     def waiting(self) -> int:
         """Tasks queued in the broker across all names."""
-        return self._waiting
+        return len(self._queued)
+
+    def knows(self, task_id: str) -> bool:
+        """True if the task waits in a queue here or runs on a live worker."""
+        return task_id in self._queued or task_id in self._owner_of
+
+    def is_live(self, owner: str) -> bool:
+        """True if ``owner`` (a pool identity) is a worker the broker hears from."""
+        return owner.encode() in self._workers
 
     def run(self) -> None:
         """Route until SIGTERM or SIGINT."""
@@ -102,18 +122,18 @@ class Broker:
             self._settings.broker_backend,
         )
         while not self._stopping:
-            self.poll_once(timeout_ms=self._settings.heartbeat_interval_s * 1000)
+            self.poll_once(timeout_ms=100)
         self.close()
-        logger.info("broker stopped waiting=%d", self._waiting)
+        logger.info("broker stopped waiting=%d", self.waiting)
 
     def close(self) -> None:
         """Close both sockets at once; queued tasks stay `queued` in Redis."""
         self.frontend.close(linger=0)
         self.backend.close(linger=0)
 
-    def poll_once(self, timeout_ms: float) -> None:
-        """Wait up to ``timeout_ms`` for messages and handle one batch from each side."""
-        ready = dict(self._poller.poll(int(timeout_ms)))
+    def poll_once(self, timeout_ms: int) -> None:
+        """Wait up to ``timeout_ms`` for messages, handle a batch from each side."""
+        ready = dict(self._poller.poll(timeout_ms))
         # Workers first: their replies free the slots that waiting tasks need.
         if self.backend in ready:
             self._drain(self.backend, self._handle_worker)
@@ -124,11 +144,14 @@ class Broker:
         if now >= self._next_expiry_check:
             self._expire_workers(now)
             self._next_expiry_check = now + self._settings.heartbeat_interval_s
+        self.recovery.step(now)
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
 
-    def _drain(self, sock: zmq.Socket[bytes], handle: object) -> None:
+    def _drain(
+        self, sock: zmq.Socket[bytes], handle: Callable[[bytes, Message], None]
+    ) -> None:
         for _ in range(BATCH):
             try:
                 frames = sock.recv_multipart(flags=zmq.NOBLOCK)
@@ -142,68 +165,121 @@ class Broker:
             except ProtocolError as exc:
                 logger.warning("dropped malformed message from %r: %s", frames[0], exc)
                 continue
-            handle(frames[0], message)  # type: ignore[operator]
+            handle(frames[0], message)
 
-    # Web processes ---------------------------------------------------------
+    # Web processes -----------------------------------------------------------
 
     def _handle_client(self, client: bytes, message: Message) -> None:
         header = message.header
-        if header.command is not Command.SUBMIT:
+        if header.command is Command.SUBMIT:
+            self._submit(client, message)
+        elif header.command is Command.CANCEL:
+            self._cancel(header)
+        else:
             logger.warning("unexpected command from web process: %s", header.command)
+
+    def _submit(self, client: bytes, message: Message) -> None:
+        header = message.header
+        accepted = Header(
+            Command.ACCEPTED,
+            header.task_id,
+            header.name,
+            header.attempt,
+            header.request_id,
+        )
+        queued = self._queued.get(header.task_id)
+        if queued is not None:
+            # Recovery queued it first; let the reply find this request.
+            queued.header = replace(queued.header, request_id=header.request_id)
+            queued.reply_to = client
+            self.send_client(client, accepted)
+            return
+        if header.task_id in self._owner_of:
+            self.send_client(client, accepted)
             return
 
-        size = len(message.payload)
         if (
-            self._waiting >= self._settings.queue_limit
-            or self._waiting_bytes + size > self._settings.queue_max_bytes
+            self.waiting >= self._settings.queue_limit
+            or self._waiting_bytes + len(message.payload)
+            > self._settings.queue_max_bytes
         ):
             logger.warning(
                 "queue full, rejected task_id=%s waiting=%d",
                 header.task_id,
-                self._waiting,
+                self.waiting,
             )
-            self._send_client(
-                client,
-                Header(
-                    Command.REJECTED,
-                    header.task_id,
-                    header.name,
-                    header.attempt,
-                    header.request_id,
-                    "queue_full",
-                ),
+            self.send_client(
+                client, replace(accepted, command=Command.REJECTED, detail="queue_full")
             )
             return
 
-        self._send_client(
-            client,
-            Header(
-                Command.ACCEPTED,
-                header.task_id,
-                header.name,
-                header.attempt,
-                header.request_id,
-            ),
-        )
-        self._queues.setdefault(header.name, deque()).append(
-            PendingTask(header, client, message.payload)
-        )
-        self._waiting += 1
-        self._waiting_bytes += size
-        self._dispatch(header.name)
+        self.send_client(client, accepted)
+        self.enqueue(PendingTask(header, client, message.payload))
 
-    def _send_client(self, client: bytes, header: Header, payload: bytes = b"") -> None:
+    def _cancel(self, header: Header) -> None:
+        queued = self._queued.pop(header.task_id, None)
+        if queued is not None:
+            self._queues[queued.header.name].remove(queued)
+            self._waiting_bytes -= len(queued.payload)
+            return
+        owner = self._owner_of.get(header.task_id) or header.detail.encode()
+        if owner in self._workers:
+            self._send_worker(owner, Message(Header(Command.CANCEL, header.task_id)))
+
+    def send_client(self, client: bytes, header: Header, payload: bytes = b"") -> None:
+        """Send to a web process; a gone one is no error (its client polls Redis)."""
         try:
             self.frontend.send_multipart(
                 [client, *protocol.encode(Message(header, payload=payload))],
                 flags=zmq.NOBLOCK,
             )
         except zmq.ZMQError as exc:
-            # The web process is gone or not reading; its request falls back to
-            # polling Redis.
             logger.debug("cannot reach web process %r: %s", client, exc)
 
-    # Worker pools ----------------------------------------------------------
+    # Queues ------------------------------------------------------------------
+
+    def enqueue(self, task: PendingTask, front: bool = False) -> None:
+        """Queue a task for its name and hand out what can be handed out."""
+        queue = self._queues.setdefault(task.header.name, deque())
+        if front:
+            queue.appendleft(task)
+        else:
+            queue.append(task)
+        self._queued[task.header.task_id] = task
+        self._waiting_bytes += len(task.payload)
+        self._dispatch(task.header.name)
+
+    def _dispatch(self, name: str) -> None:
+        """Hand waiting tasks of ``name`` to idle workers, least recently used first."""
+        queue = self._queues.get(name)
+        idle = self._idle.get(name)
+        while queue and idle:
+            identity = next(iter(idle))
+            worker = self._workers[identity]
+            task = queue.popleft()
+            del self._queued[task.header.task_id]
+            self._waiting_bytes -= len(task.payload)
+
+            submit = replace(task.header, command=Command.SUBMIT)
+            if not self._send_worker(
+                identity, Message(submit, task.reply_to, task.payload)
+            ):
+                # The worker vanished: keep the task at the head of the line.
+                queue.appendleft(task)
+                self._queued[task.header.task_id] = task
+                self._waiting_bytes += len(task.payload)
+                self._forget(worker)
+                continue
+
+            worker.in_flight[task.header.task_id] = task
+            self._owner_of[task.header.task_id] = identity
+            worker.free -= 1
+            if worker.free > 0:
+                idle.move_to_end(identity)
+            else:
+                self._remove_from_idle(worker)
+
+    # Worker pools ------------------------------------------------------------
 
     def _handle_worker(self, identity: bytes, message: Message) -> None:
         command = message.header.command
@@ -234,81 +310,90 @@ class Broker:
             tasks = frozenset(str(name) for name in announcement["tasks"])
             capacity = int(announcement["capacity"])
             free = int(announcement["free"])
+            draining = bool(announcement.get("draining", False))
+            running = [
+                (str(t), str(n), int(a)) for t, n, a in announcement.get("running", [])
+            ]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             logger.warning("dropped malformed ready from %r: %s", identity, exc)
             return
 
         previous = self._workers.pop(identity, None)
-        if previous is not None:
-            self._remove_from_idle(previous)
         worker = WorkerState(
             identity,
             tasks,
             capacity,
             free,
             time.monotonic() + self._settings.worker_liveness_s,
+            draining,
         )
-        if previous is not None:
-            worker.in_flight = previous.in_flight
         self._workers[identity] = worker
-        logger.info(
-            "worker ready identity=%r capacity=%d free=%d tasks=%s",
-            identity,
-            capacity,
-            free,
-            ",".join(sorted(tasks)),
-        )
-        for name in tasks:
-            if worker.free > 0:
+        if previous is not None:
+            self._remove_from_idle(previous)
+        self._adopt_running(worker, previous, running)
+
+        if previous is None or previous.draining != draining:
+            logger.info(
+                "worker ready identity=%r capacity=%d free=%d draining=%s tasks=%s",
+                identity,
+                capacity,
+                free,
+                draining,
+                ",".join(sorted(tasks)),
+            )
+        if not draining and worker.free > 0:
+            for name in tasks:
                 self._idle.setdefault(name, OrderedDict())[identity] = None
+        for name in tasks:
             self._dispatch(name)
+
+    def _adopt_running(
+        self,
+        worker: WorkerState,
+        previous: WorkerState | None,
+        running: list[tuple[str, str, int]],
+    ) -> None:
+        """Take the pool's word for what it runs; queue again what it lost on the way."""
+        known = previous.in_flight if previous is not None else {}
+        for task_id, name, attempt in running:
+            task = known.pop(task_id, None) or PendingTask(
+                Header(Command.SUBMIT, task_id, name, attempt), b"", b""
+            )
+            worker.in_flight[task_id] = task
+            self._owner_of[task_id] = worker.identity
+        for task_id, task in known.items():
+            # Sent to the pool but not in its list: lost in transit. The attempt
+            # number is unchanged, so a start that did happen is not repeated.
+            self._owner_of.pop(task_id, None)
+            self.enqueue(task, front=True)
 
     def _complete(
         self, identity: bytes, worker: WorkerState | None, message: Message
     ) -> None:
         header = message.header
-        if header.request_id:
-            self._send_client(message.reply_to, header, message.payload)
+        task = worker.in_flight.pop(header.task_id, None) if worker else None
+        if task is not None:
+            self._owner_of.pop(header.task_id, None)
+
+        if header.detail == "requeued":
+            self.recovery.requeue(task, header)
+        elif header.request_id and header.detail in FINAL_STATUSES:
+            self.send_client(message.reply_to, header, message.payload)
+
         if worker is None:
             self._send_worker(identity, Message(Header(Command.DISCONNECT)))
             return
-
         worker.expires_at = time.monotonic() + self._settings.worker_liveness_s
-        if worker.in_flight.pop(header.task_id, None) is None:
+        if task is None:
             return
         worker.free += 1
+        if worker.draining:
+            return
         for name in worker.tasks:
             idle = self._idle.setdefault(name, OrderedDict())
             if identity not in idle:
                 idle[identity] = None
             self._dispatch(name)
-
-    def _dispatch(self, name: str) -> None:
-        """Hand waiting tasks of ``name`` to idle workers, least recently used first."""
-        queue = self._queues.get(name)
-        idle = self._idle.get(name)
-        while queue and idle:
-            identity = next(iter(idle))
-            worker = self._workers[identity]
-            task = queue.popleft()
-            self._waiting -= 1
-            self._waiting_bytes -= len(task.payload)
-
-            message = Message(task.header, task.reply_to, task.payload)
-            if not self._send_worker(identity, message):
-                # The worker vanished: keep the task at the head of the line.
-                queue.appendleft(task)
-                self._waiting += 1
-                self._waiting_bytes += len(task.payload)
-                self._forget(worker)
-                continue
-
-            worker.in_flight[task.header.task_id] = task
-            worker.free -= 1
-            if worker.free > 0:
-                idle.move_to_end(identity)
-            else:
-                self._remove_from_idle(worker)
 
     def _send_worker(self, identity: bytes, message: Message) -> bool:
         try:
@@ -330,10 +415,14 @@ class Broker:
             self._forget(worker)
 
     def _forget(self, worker: WorkerState) -> None:
-        # Known limit: tasks in flight on a forgotten worker are not dispatched
-        # again yet; their records stay `running` in Redis.
+        """Drop a pool and give back, in Redis, every task it was running."""
         self._remove_from_idle(worker)
         self._workers.pop(worker.identity, None)
+        lost = list(worker.in_flight.values())
+        worker.in_flight.clear()
+        for task in lost:
+            self._owner_of.pop(task.header.task_id, None)
+            self.recovery.reclaim(task, worker.identity.decode())
 
     def _remove_from_idle(self, worker: WorkerState) -> None:
         for name in worker.tasks:
@@ -349,8 +438,11 @@ def main() -> None:
 
     settings = load()
     configure_logging(settings.log_level)
+    client = connect(
+        settings.redis_url, pool_size=4, timeout_s=settings.redis_timeout_s
+    )
     try:
-        broker = Broker(settings)
+        broker = Broker(settings, TaskStore(client, settings.result_ttl_s))
     except zmq.ZMQError as exc:
         sys.exit(f"taskgate: the broker cannot listen: {exc}")
     broker.run()

@@ -10,6 +10,9 @@
      |    +-- QueueFullError           the broker's bounded queue is full
      +-- UnknownTaskError         no worker serves that task name (HTTP 404)
      +-- InvalidArgumentsError    the body does not fit the task's parameters (HTTP 422)
+     +-- TaskFinishedError        the task already ended, it cannot be cancelled (HTTP 409)
+
+    TaskCancelled (a BaseException)   raised inside a task whose cancellation was asked
 """
 
 from __future__ import annotations
@@ -49,3 +52,19 @@ class UnknownTaskError(TaskGateError):
 
 class InvalidArgumentsError(TaskGateError):
     """The arguments do not match the task function's parameters."""
+
+
+class TaskFinishedError(TaskGateError):
+    """The task already reached a final state."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the task already ended: {status}")
+        self.status = status
+
+
+class TaskCancelled(BaseException):
+    """Raised inside a running task when a client cancels it.
+
+    A BaseException, so that task code catching ``Exception`` does not swallow it,
+    while ``finally`` blocks still run.
+    """

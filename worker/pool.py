@@ -2,24 +2,29 @@
 
 The parent announces the task names it serves and its free slots to the broker,
 sends heartbeats, hands each task it receives to an idle child over a pipe, writes
-the task's state transitions to Redis and replies through the broker. Children
-only compute (see :mod:`worker.runner`), so a busy child never silences the
-heartbeats and a child that dies is noticed at once and replaced.
+every state transition to Redis and replies through the broker. Children only
+compute (see :mod:`worker.runner`), so a busy child never silences the heartbeats,
+and a child that dies, overruns its time limit or is cancelled is noticed at once
+and replaced.
+
+What happens to a task whose child is lost: the attempt is given back in Redis
+(``running`` -> ``queued``) and the broker queues it again, until the task's
+attempts are used up; then it ends ``failed`` with ``WorkerLost``. Results that
+cannot be written while Redis is down wait in a bounded buffer.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import math
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
@@ -27,34 +32,20 @@ import orjson
 import zmq
 
 from conf.settings import Settings
-from worker import protocol, registry, runner
+from worker import protocol, registry
+from worker.children import Assignment, Child, Ending, spawn_child, stop_children
 from worker.errors import ProtocolError, StoreUnavailableError
 from worker.protocol import Command, Header, Message
-from worker.store import Outcome, TaskStatus, TaskStore, connect, record_json
+from worker.store import (
+    Outcome,
+    TaskStatus,
+    TaskStore,
+    connect,
+    error_json,
+    record_json,
+)
 
 logger = logging.getLogger(__name__)
-
-# Spawned children start clean: no inherited ZeroMQ context, Redis pool or locks.
-_CHILDREN = multiprocessing.get_context("spawn")
-
-
-@dataclass(slots=True)
-class Assignment:
-    """A task handed to this pool, as the broker sent it."""
-
-    header: Header
-    reply_to: bytes
-    payload: bytes
-
-
-@dataclass(slots=True)
-class Child:
-    """One runner process and the task it is running, if any."""
-
-    process: BaseProcess
-    conn: Connection
-    assignment: Assignment | None = None
-    started_at: float = field(default_factory=time.monotonic)
 
 
 class WorkerPool:
@@ -71,27 +62,35 @@ class WorkerPool:
         self._context = context or zmq.Context.instance()
         self._identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._specs = {
-            name: definition.spec.to_dict()
+            name: replace(
+                definition.spec,
+                max_attempts=definition.spec.max_attempts or settings.max_attempts,
+                time_limit_s=definition.spec.time_limit_s or settings.time_limit_s,
+            )
             for name, definition in registry.load_modules(
                 settings.task_module_names
             ).items()
         }
         self._children: list[Child] = []
         self._backlog: deque[Assignment] = deque()
+        # Finished attempts whose outcome Redis did not take yet (it was down).
+        self._unwritten: deque[tuple[Assignment, Outcome | None]] = deque()
+        self._draining = False
         self._stopping = False
+        self._poller: zmq.Poller | None = None
         self._socket = self._make_socket()
 
     @property
     def identity(self) -> str:
-        """This pool's name on the broker and in the logs."""
+        """This pool's name on the broker, in task records and in the logs."""
         return self._identity
 
     def run(self) -> None:
-        """Serve until SIGTERM or SIGINT, then stop the children within the grace period."""
+        """Serve until SIGTERM or SIGINT, then stop within the grace period."""
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         for _ in range(self._settings.worker_processes):
-            self._children.append(self._spawn_child())
+            self._add_child()
         logger.info(
             "worker pool started identity=%s processes=%d tasks=%s",
             self._identity,
@@ -106,33 +105,66 @@ class WorkerPool:
 
         self._shutdown()
 
-    def _serve_once(self, next_beat: float) -> float:
-        """One turn: wait for the socket or a child, handle what arrived, beat if due."""
-        poller = zmq.Poller()
-        poller.register(self._socket, zmq.POLLIN)
-        for child in self._children:
-            poller.register(child.conn.fileno(), zmq.POLLIN)
+    # The loop ---------------------------------------------------------------
 
-        timeout_ms = max(0.0, next_beat - time.monotonic()) * 1000
-        ready = dict(poller.poll(int(timeout_ms)))
+    def _serve_once(self, next_beat: float) -> float:
+        """One turn: wait for the socket, a child or a deadline; beat if due."""
+        wake_at = min(
+            [
+                next_beat,
+                *(c.deadline for c in self._children),
+                *(c.kill_at for c in self._children),
+            ]
+        )
+        timeout_ms = max(0, math.ceil((wake_at - time.monotonic()) * 1000))
+        ready = dict(self._get_poller().poll(timeout_ms))
         if self._socket in ready:
             self._drain_socket()
         for child in list(self._children):
             if child.conn.fileno() in ready:
                 self._drain_child(child)
+        self._enforce_deadlines(time.monotonic())
 
         if time.monotonic() >= next_beat:
             self._heartbeat()
             next_beat = time.monotonic() + self._settings.heartbeat_interval_s
         return next_beat
 
+    def _get_poller(self) -> zmq.Poller:
+        if self._poller is None:
+            self._poller = zmq.Poller()
+            self._poller.register(self._socket, zmq.POLLIN)
+            for child in self._children:
+                self._poller.register(child.conn.fileno(), zmq.POLLIN)
+        return self._poller
+
+    def _enforce_deadlines(self, now: float) -> None:
+        for child in self._children:
+            if child.assignment is None:
+                continue
+            if now >= child.kill_at:
+                logger.warning(
+                    "cancelled task did not stop, killing task_id=%s",
+                    child.assignment.header.task_id,
+                )
+                child.kill()
+            elif now >= child.deadline and child.ending is Ending.NONE:
+                logger.warning(
+                    "task overran its time limit, killing task_id=%s",
+                    child.assignment.header.task_id,
+                )
+                child.kill(Ending.TIME_LIMIT)
+
+    # Broker side -------------------------------------------------------------
+
     def _make_socket(self) -> zmq.Socket[bytes]:
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, self._identity.encode())
         sock.setsockopt(zmq.LINGER, 0)
         # Queue nothing for a broker that is not connected: heartbeats and replies
-        # sent then are dropped (the result is in Redis already) and the broker
-        # learns about us from the next heartbeat.
+        # sent then are dropped (results are in Redis already) and the broker
+        # learns about us from the next heartbeat. ZeroMQ reconnects by itself,
+        # backing off up to RECONNECT_IVL_MAX.
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         sock.connect(self._settings.broker_backend)
@@ -144,15 +176,20 @@ class WorkerPool:
         except zmq.Again:
             logger.debug("broker not connected; dropped %s", message.header.command)
 
-    # Broker side -----------------------------------------------------------
-
     def _announce(self) -> None:
-        """Tell the broker what we serve and how many tasks we can take now."""
-        free = sum(1 for child in self._children if child.assignment is None)
+        """Tell the broker what we serve, what we run and how many tasks we can take."""
+        busy = [child.assignment for child in self._children if child.assignment]
+        running = [
+            [a.header.task_id, a.header.name, a.header.attempt]
+            for a in [*busy, *self._backlog]
+        ]
+        free = sum(1 for child in self._children if child.idle) - len(self._backlog)
         announcement = {
             "capacity": len(self._children),
-            "free": max(0, free - len(self._backlog)),
+            "free": max(0, free),
             "tasks": sorted(self._specs),
+            "running": running,
+            "draining": self._draining,
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
@@ -162,10 +199,13 @@ class WorkerPool:
     def _heartbeat(self) -> None:
         self._send(Message(Header(Command.HEARTBEAT)))
         self._publish_task_types()
+        self._write_unwritten()
 
     def _publish_task_types(self) -> None:
         try:
-            self._store.announce_task_types(self._specs)
+            self._store.announce_task_types(
+                {name: spec.to_dict() for name, spec in self._specs.items()}
+            )
         except StoreUnavailableError as exc:
             logger.warning("cannot announce task types: %s", exc)
 
@@ -186,6 +226,8 @@ class WorkerPool:
                 self._accept(
                     Assignment(message.header, message.reply_to, message.payload)
                 )
+            elif command is Command.CANCEL:
+                self._cancel(message.header.task_id)
             elif command is Command.DISCONNECT:
                 logger.info("broker does not know us; announcing again")
                 self._announce()
@@ -193,12 +235,13 @@ class WorkerPool:
                 logger.warning("unexpected command from broker: %s", command)
 
     def _accept(self, assignment: Assignment) -> None:
-        idle = next(
-            (child for child in self._children if child.assignment is None), None
-        )
+        if self._stopping:
+            self._return_unstarted(assignment)
+            return
+        idle = next((child for child in self._children if child.idle), None)
         if idle is None:
-            # The broker counts our free slots, so this only happens when a child
-            # was being replaced; the task runs as soon as a child is free.
+            # The broker counts our free slots, so this only happens while a
+            # child is being replaced; the task runs as soon as one is free.
             self._backlog.append(assignment)
             return
         self._start(idle, assignment)
@@ -206,58 +249,160 @@ class WorkerPool:
     def _start(self, child: Child, assignment: Assignment) -> None:
         header = assignment.header
         try:
-            owned = self._store.start(header.task_id, header.attempt)
+            owned = self._store.start(header.task_id, header.attempt, self._identity)
         except StoreUnavailableError as exc:
-            # Known limit: the task stays `queued` in Redis and is not retried
-            # until recovery from Redis exists; the broker slot is released.
+            # The task stays `queued` in Redis; handing it back lets the broker
+            # try again (and recovery finds it should the broker forget it).
             logger.error("cannot start task task_id=%s: %s", header.task_id, exc)
-            owned = False
+            self._return_unstarted(assignment)
+            return
         if not owned:
             logger.info(
                 "skipped task not waiting for this attempt task_id=%s attempt=%d",
                 header.task_id,
                 header.attempt,
             )
-            self._reply_skipped(header)
+            self._reply_current(assignment)
             return
 
-        child.assignment = assignment
-        child.conn.send(
-            (header.task_id, header.name, header.attempt, assignment.payload)
-        )
+        spec = self._specs.get(header.name)
+        limit_s = spec.time_limit_s if spec else self._settings.time_limit_s
+        if header.time_limit_s > 0:
+            limit_s = min(limit_s, header.time_limit_s)
+        child.give(assignment, limit_s)
         logger.debug("task started task_id=%s name=%s", header.task_id, header.name)
 
-    def _reply_skipped(self, header: Header) -> None:
-        """Free the broker slot without answering any request."""
-        self._send(
-            Message(
-                Header(
-                    Command.REPLY,
-                    header.task_id,
-                    header.name,
-                    header.attempt,
-                    request_id="",
-                    detail="skipped",
-                )
+    def _cancel(self, task_id: str) -> None:
+        for child in self._children:
+            if child.assignment and child.assignment.header.task_id == task_id:
+                logger.info("cancelling running task task_id=%s", task_id)
+                child.cancel(self._settings.cancel_grace_s)
+                return
+        for assignment in list(self._backlog):
+            if assignment.header.task_id == task_id:
+                self._backlog.remove(assignment)
+                self._reply_current(assignment)
+                return
+
+    # Replies -----------------------------------------------------------------
+
+    def _reply(
+        self,
+        assignment: Assignment,
+        detail: str,
+        payload: bytes = b"",
+        attempt: int | None = None,
+        forward: bool = True,
+    ) -> None:
+        header = assignment.header
+        reply = Header(
+            Command.REPLY,
+            header.task_id,
+            header.name,
+            header.attempt if attempt is None else attempt,
+            header.request_id if forward else "",
+            detail,
+        )
+        self._send(Message(reply, assignment.reply_to, payload))
+
+    def _reply_current(self, assignment: Assignment) -> None:
+        """We do not own the task (any more): pass its final record on, if it has one."""
+        try:
+            fields = self._store.get(assignment.header.task_id)
+        except StoreUnavailableError:
+            fields = None
+        if fields is not None and TaskStatus(fields[b"status"].decode()).is_final:
+            self._reply(assignment, fields[b"status"].decode(), record_json(fields))
+        else:
+            self._reply(assignment, "skipped", forward=False)
+
+    def _return_unstarted(self, assignment: Assignment) -> None:
+        """Hand a task we never started back to the broker, same attempt."""
+        self._reply(
+            assignment, "requeued", attempt=assignment.header.attempt, forward=False
+        )
+
+    def _finish(self, assignment: Assignment, outcome: Outcome) -> None:
+        """Write the outcome to Redis, then reply to the broker with the record."""
+        header = assignment.header
+        try:
+            record = self._store.finish(header.task_id, header.attempt, outcome)
+        except StoreUnavailableError as exc:
+            logger.error(
+                "result kept until Redis is back task_id=%s: %s", header.task_id, exc
             )
+            self._keep_unwritten(assignment, outcome)
+            return
+        if record is None:
+            self._reply_current(assignment)
+            return
+        logger.debug(
+            "task finished task_id=%s status=%s", header.task_id, outcome.status
         )
+        self._reply(assignment, outcome.status.value, record_json(record))
 
-    # Children side ---------------------------------------------------------
+    def _give_back(self, assignment: Assignment, reason: str) -> None:
+        """Our attempt is lost: queue the task again in Redis, or fail it if none is left."""
+        header = assignment.header
+        try:
+            release = self._store.release(
+                header.task_id, self._identity, error_json("WorkerLost", reason)
+            )
+        except StoreUnavailableError as exc:
+            logger.error(
+                "lost attempt kept until Redis is back task_id=%s: %s",
+                header.task_id,
+                exc,
+            )
+            self._keep_unwritten(assignment, None)
+            return
+        if release.outcome == "queued":
+            logger.warning(
+                "attempt lost, task queued again task_id=%s attempts=%d",
+                header.task_id,
+                release.attempts,
+            )
+            self._reply(
+                assignment, "requeued", attempt=release.attempts + 1, forward=False
+            )
+        else:
+            self._reply_current(assignment)
 
-    def _spawn_child(self) -> Child:
-        parent_end, child_end = _CHILDREN.Pipe()
-        process = _CHILDREN.Process(
-            target=runner.main,
-            args=(
-                child_end,
-                self._settings.task_module_names,
-                self._settings.log_level,
-            ),
-            name="taskgate-runner",
+    def _keep_unwritten(self, assignment: Assignment, outcome: Outcome | None) -> None:
+        self._unwritten.append((assignment, outcome))
+        if len(self._unwritten) >= self._settings.result_buffer and not self._draining:
+            logger.error(
+                "result buffer full (%d); taking no tasks until Redis is back",
+                len(self._unwritten),
+            )
+            self._draining = True
+            self._announce()
+
+    def _write_unwritten(self) -> None:
+        """Retry the writes Redis refused, oldest first; stop at the first refusal."""
+        for _ in range(len(self._unwritten)):
+            assignment, outcome = self._unwritten.popleft()
+            before = len(self._unwritten)
+            if outcome is None:
+                self._give_back(
+                    assignment, "the worker process running the task was lost"
+                )
+            else:
+                self._finish(assignment, outcome)
+            if len(self._unwritten) > before:
+                return  # Redis still down: it went back to the end of the line
+        if self._draining and not self._stopping:
+            logger.info("result buffer written; taking tasks again")
+            self._draining = False
+            self._announce()
+
+    # Children side -----------------------------------------------------------
+
+    def _add_child(self) -> None:
+        self._children.append(
+            spawn_child(self._settings.task_module_names, self._settings.log_level)
         )
-        process.start()
-        child_end.close()
-        return Child(process, parent_end)
+        self._poller = None
 
     def _drain_child(self, child: Child) -> None:
         try:
@@ -276,105 +421,87 @@ class WorkerPool:
             return
 
         status, body, trace = message[3], message[4], message[5]
-        assignment = child.assignment
-        child.assignment = None
+        assignment = child.take_back()
         if assignment is not None:
             self._finish(assignment, Outcome(TaskStatus(status), body, trace))
         self._feed_backlog()
 
-    def _finish(self, assignment: Assignment, outcome: Outcome) -> None:
-        """Write the outcome to Redis, then reply to the broker with the record."""
-        header = assignment.header
-        try:
-            record = self._store.finish(header.task_id, header.attempt, outcome)
-        except StoreUnavailableError as exc:
-            # Known limit: the result is lost and the record stays `running`; a
-            # bounded result buffer comes with the reliability work.
-            logger.error("result not stored task_id=%s: %s", header.task_id, exc)
-            record = None
-        if record is None:
-            self._reply_skipped(header)
-            return
-
-        logger.debug(
-            "task finished task_id=%s status=%s", header.task_id, outcome.status
-        )
-        reply = Header(
-            Command.REPLY,
-            header.task_id,
-            header.name,
-            header.attempt,
-            header.request_id,
-            outcome.status.value,
-        )
-        self._send(Message(reply, assignment.reply_to, record_json(record)))
-
     def _replace_dead_child(self, child: Child) -> None:
         child.process.join(timeout=1)
         self._children.remove(child)
+        self._poller = None
         child.conn.close()
         exit_code = child.process.exitcode
-        if child.assignment is not None:
-            header = child.assignment.header
-            logger.error(
-                "worker process died exit_code=%s task_id=%s", exit_code, header.task_id
-            )
-            message = (
-                f"the worker process running the task exited with code {exit_code}"
-            )
-            error = orjson.dumps({"type": "WorkerLost", "message": message})
-            self._finish(child.assignment, Outcome(TaskStatus.FAILED, error))
+        assignment = child.take_back()
+
+        if assignment is None:
+            if not self._stopping:
+                logger.error("idle worker process died exit_code=%s", exit_code)
+        elif child.ending is Ending.TIME_LIMIT:
+            error = error_json("TimeLimitExceeded", "the task ran past its time limit")
+            self._finish(assignment, Outcome(TaskStatus.FAILED, error))
+        elif child.ending is Ending.CANCELLED:
+            self._reply_current(assignment)
         else:
-            logger.error("idle worker process died exit_code=%s", exit_code)
+            logger.error(
+                "worker process died exit_code=%s task_id=%s",
+                exit_code,
+                assignment.header.task_id,
+            )
+            reason = f"the worker process running the task exited with code {exit_code}"
+            self._give_back(assignment, reason)
 
         if not self._stopping:
-            self._children.append(self._spawn_child())
+            self._add_child()
             self._feed_backlog()
 
     def _feed_backlog(self) -> None:
         while self._backlog:
-            idle = next(
-                (child for child in self._children if child.assignment is None), None
-            )
+            idle = next((child for child in self._children if child.idle), None)
             if idle is None:
                 return
             self._start(idle, self._backlog.popleft())
 
-    # Shutdown --------------------------------------------------------------
+    # Shutdown ----------------------------------------------------------------
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         # Only record the request: the main loop does the work.
         self._stopping = True
 
     def _shutdown(self) -> None:
-        """Leave the broker, let running tasks finish within the grace period, stop."""
+        """Take no more tasks, let running ones finish within the grace, hand back the rest."""
         logger.info("worker pool stopping identity=%s", self._identity)
-        self._send(Message(Header(Command.DISCONNECT)))
+        self._draining = True
+        self._announce()
+        while self._backlog:
+            self._return_unstarted(self._backlog.popleft())
+
         deadline = time.monotonic() + self._settings.shutdown_grace_s
-        while (
-            any(child.assignment for child in self._children)
-            and time.monotonic() < deadline
-        ):
-            for child in list(self._children):
-                if child.assignment is not None and child.conn.poll(0.05):
-                    self._drain_child(child)
+        next_beat = time.monotonic()
+        while any(not c.idle for c in self._children) and time.monotonic() < deadline:
+            next_beat = self._serve_once(min(next_beat, deadline))
 
         for child in self._children:
             if child.assignment is not None:
-                # Known limit: this task stays `running` in Redis until recovery
-                # from Redis exists.
                 logger.warning(
-                    "task cut off by shutdown task_id=%s",
+                    "task handed back at shutdown task_id=%s",
                     child.assignment.header.task_id,
                 )
-            child.conn.close()
-            child.process.terminate()
-        for child in self._children:
-            child.process.join(timeout=5)
-            if child.process.is_alive():
-                child.process.kill()
-                child.process.join()
-        self._socket.close(linger=0)
+                child.kill()
+                self._give_back(
+                    child.take_back(),  # type: ignore[arg-type]
+                    "the worker pool shut down before the task finished",
+                )
+        stop_children(self._children)
+        self._write_unwritten()
+        if self._unwritten:
+            logger.error(
+                "Redis unreachable at shutdown: %d outcomes not written; "
+                "recovery will run those tasks again",
+                len(self._unwritten),
+            )
+        self._send(Message(Header(Command.DISCONNECT)))
+        self._socket.close(linger=1000)
         logger.info("worker pool stopped identity=%s", self._identity)
 
 
@@ -388,4 +515,10 @@ def main() -> None:
     client = connect(
         settings.redis_url, pool_size=4, timeout_s=settings.redis_timeout_s
     )
-    WorkerPool(settings, TaskStore(client, settings.result_ttl_s)).run()
+    try:
+        pool = WorkerPool(settings, TaskStore(client, settings.result_ttl_s))
+    except ImportError as exc:
+        sys.exit(
+            f"taskgate: cannot import the task modules {settings.task_modules!r}: {exc}"
+        )
+    pool.run()

@@ -4,8 +4,9 @@ Every message is three ZeroMQ frames (the ROUTER sockets add the sender's
 identity in front, which the sockets' owners strip or add):
 
 1. ``header``: compact JSON array ``[version, command, task_id, name, attempt,
-   request_id, detail]``. ``detail`` is the reason of a ``rejected`` and the final
-   status of a ``reply``.
+   request_id, detail, time_limit_s]``. ``detail`` is the reason of a
+   ``rejected``, the outcome of a ``reply`` (below) and the owner's identity in a
+   ``cancel``; ``time_limit_s`` is the caller's cap on the run time (0: none).
 2. ``reply_to``: the identity of the web process a task came from, filled in by the
    broker when it hands the task to a worker and carried back in the reply, so the
    broker routes replies without a lookup. Empty elsewhere.
@@ -23,13 +24,22 @@ submit     web -> broker     run this task; ``request_id`` names the asking
 accepted   broker -> web     the task is queued in the broker
 rejected   broker -> web     the task was refused; ``detail`` says why
 submit     broker -> worker  run this task (``reply_to`` filled in)
-reply      worker -> broker  the task ended and its record is in Redis;
+reply      worker -> broker  the worker is done with the task; see ``detail``
            broker -> web     forwarded when ``request_id`` is not empty
-ready      worker -> broker  announcement: capacity, free slots, task names
+ready      worker -> broker  announcement: capacity, free slots, task names, the
+                             tasks it runs now, whether it is draining
 heartbeat  worker -> broker  still alive
+cancel     web -> broker     stop this running task; ``detail`` names its owner
+           broker -> worker
 disconnect both ways         worker -> broker: leaving; broker -> worker: unknown
                              to me, announce yourself again
 ========== ================= ==================================================
+
+The ``detail`` of a ``reply``: a final status (``succeeded``, ``failed``,
+``cancelled``) with the record as payload, forwarded to the web process;
+``requeued``, the attempt was lost and the task waits again in Redis, so the
+broker queues it once more with the next attempt number; ``skipped``, the task did
+not wait for this attempt (nothing to forward).
 
 A receiver drops messages of another ``version`` with a log line; the version
 changes whenever the frames or their meaning change.
@@ -45,7 +55,7 @@ import orjson
 
 from worker.errors import ProtocolError
 
-VERSION = 1
+VERSION = 2
 
 
 class Command(StrEnum):
@@ -57,6 +67,7 @@ class Command(StrEnum):
     REPLY = "reply"
     READY = "ready"
     HEARTBEAT = "heartbeat"
+    CANCEL = "cancel"
     DISCONNECT = "disconnect"
 
 
@@ -70,6 +81,7 @@ class Header:
     attempt: int = 0
     request_id: str = ""
     detail: str = ""
+    time_limit_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +105,7 @@ def encode(message: Message) -> list[bytes]:
             header.attempt,
             header.request_id,
             header.detail,
+            header.time_limit_s,
         ]
     )
     return [head, message.reply_to, message.payload]
@@ -108,20 +121,25 @@ def decode(frames: Sequence[bytes]) -> Message:
     except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"header is not JSON: {exc}", list(frames)) from exc
 
-    if not isinstance(fields, list) or len(fields) != 7:
-        raise ProtocolError("header is not a 7-item array", list(frames))
-    version, command, task_id, name, attempt, request_id, detail = fields
-    if version != VERSION:
+    if not isinstance(fields, list) or not fields or fields[0] != VERSION:
+        version = fields[0] if isinstance(fields, list) and fields else None
         raise ProtocolError(f"unsupported protocol version {version!r}", list(frames))
+    if len(fields) != 8:
+        raise ProtocolError("header is not an 8-item array", list(frames))
+    _, command, task_id, name, attempt, request_id, detail, time_limit_s = fields
     if not all(isinstance(value, str) for value in (task_id, name, request_id, detail)):
         raise ProtocolError("header text fields must be strings", list(frames))
     if not isinstance(attempt, int) or isinstance(attempt, bool):
         raise ProtocolError("attempt must be an integer", list(frames))
+    if not isinstance(time_limit_s, int | float) or isinstance(time_limit_s, bool):
+        raise ProtocolError("time_limit_s must be a number", list(frames))
 
     try:
         parsed = Command(command)
     except ValueError as exc:
         raise ProtocolError(f"unknown command {command!r}", list(frames)) from exc
 
-    header = Header(parsed, task_id, name, attempt, request_id, detail)
+    header = Header(
+        parsed, task_id, name, attempt, request_id, detail, float(time_limit_s)
+    )
     return Message(header, bytes(frames[1]), bytes(frames[2]))

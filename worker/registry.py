@@ -11,8 +11,10 @@ import importlib
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
+
+import pydantic
 
 from worker.errors import InvalidArgumentsError, UnknownTaskError
 
@@ -29,6 +31,10 @@ class TaskSpec:
     optional: tuple[str, ...]
     accepts_any: bool
     doc: str
+    # 0 means "the pool's default" (TASKGATE_MAX_ATTEMPTS, TASKGATE_TIME_LIMIT_S);
+    # a pool announces its specs with the defaults filled in.
+    max_attempts: int = 0
+    time_limit_s: float = 0.0
 
     @classmethod
     def from_function(cls, function: Callable[..., Any]) -> TaskSpec:
@@ -62,6 +68,8 @@ class TaskSpec:
             tuple(data.get("optional", ())),
             bool(data.get("accepts_any", False)),
             str(data.get("doc", "")),
+            int(data.get("max_attempts", 0)),
+            float(data.get("time_limit_s", 0.0)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +79,8 @@ class TaskSpec:
             "optional": list(self.optional),
             "accepts_any": self.accepts_any,
             "doc": self.doc,
+            "max_attempts": self.max_attempts,
+            "time_limit_s": self.time_limit_s,
         }
 
     def check(self, arguments: Mapping[str, Any]) -> None:
@@ -94,15 +104,44 @@ class TaskDefinition:
     name: str
     function: Callable[..., Any]
     spec: TaskSpec
+    # The function behind pydantic's argument validation: JSON values are checked
+    # against the annotations (and converted where lossless) before the body runs.
+    validated: Callable[..., Any]
+
+    def run(self, arguments: dict[str, Any]) -> Any:
+        """Call the task; InvalidArgumentsError if the values do not fit its annotations."""
+        self.spec.check(arguments)
+        try:
+            return self.validated(**arguments)
+        except pydantic.ValidationError as exc:
+            if exc.title != self.function.__name__:
+                raise  # raised by the task's own code, not by the argument check
+            raise InvalidArgumentsError(_describe(exc)) from None
+
+
+def _describe(exc: pydantic.ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+        for error in exc.errors()
+    )
 
 
 _tasks: dict[str, TaskDefinition] = {}
 
 
-def task(name: str) -> Callable[[F], F]:
-    """Register the decorated function as the task ``name``."""
+def task(
+    name: str, *, max_attempts: int = 0, time_limit_s: float = 0.0
+) -> Callable[[F], F]:
+    """Register the decorated function as the task ``name``.
+
+    ``max_attempts`` bounds how often the task starts when the worker running it is
+    lost; ``time_limit_s`` is the run time after which its process is killed. Zero
+    takes the pool's defaults.
+    """
     if not TASK_NAME.match(name):
         raise ValueError(f"invalid task name {name!r}: must match {TASK_NAME.pattern}")
+    if max_attempts < 0 or time_limit_s < 0:
+        raise ValueError("max_attempts and time_limit_s must not be negative")
 
     def register(function: F) -> F:
         existing = _tasks.get(name)
@@ -110,7 +149,14 @@ def task(name: str) -> Callable[[F], F]:
             raise ValueError(
                 f"task {name!r} is already registered by {existing.function!r}"
             )
-        _tasks[name] = TaskDefinition(name, function, TaskSpec.from_function(function))
+        spec = replace(
+            TaskSpec.from_function(function),
+            max_attempts=max_attempts,
+            time_limit_s=time_limit_s,
+        )
+        _tasks[name] = TaskDefinition(
+            name, function, spec, pydantic.validate_call(function)
+        )
         return function
 
     return register

@@ -10,31 +10,68 @@ Pipe messages (pickled tuples):
 - parent -> child: ``(task_id, name, attempt, payload)``
 - child -> parent: ``("progress", task_id, attempt, progress_json)`` and
   ``("done", task_id, attempt, status, body_json, traceback_text)``
+
+The parent cancels a running task with SIGUSR1, which raises
+:class:`~worker.errors.TaskCancelled` inside the task, and kills the child if it
+does not stop within the cancel grace period.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
+from types import FrameType
 from typing import Any
 
 import orjson
 
 from conf.logging import configure_logging
 from worker import progress, registry
-from worker.errors import InvalidArgumentsError, UnknownTaskError
-from worker.store import Outcome, TaskStatus
+from worker.errors import InvalidArgumentsError, TaskCancelled, UnknownTaskError
+from worker.store import Outcome, TaskStatus, error_json
 
 logger = logging.getLogger(__name__)
 
 
+# The signal by which the parent cancels the running task.
+CANCEL_SIGNAL = signal.SIGUSR1
+# How often a child checks that its parent is still alive.
+PARENT_CHECK_S = 1.0
+
+_running = False
+
+
+def _on_cancel(signum: int, frame: FrameType | None) -> None:
+    """Raise TaskCancelled inside the running task; ignored between tasks."""
+    if _running:
+        raise TaskCancelled
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this child when the pool parent is gone (killed, say), even mid-task."""
+    while True:
+        time.sleep(PARENT_CHECK_S)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
 def main(conn: Connection, module_names: list[str], log_level: str) -> None:
     """Child entry point: import task modules, then serve the pipe until it closes."""
-    # The parent decides when children stop; Ctrl-C in a terminal reaches the
-    # whole process group, so children ignore it and wait for the parent.
+    global _running
+    # The parent decides when children stop. Ctrl-C in a terminal, honcho and
+    # Procfile platforms signal the whole process group, so children ignore INT
+    # and TERM and leave it to the parent to let their tasks finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(CANCEL_SIGNAL, _on_cancel)
+    threading.Thread(
+        target=_exit_with_parent, args=(os.getppid(),), daemon=True
+    ).start()
     configure_logging(log_level)
     registry.load_modules(module_names)
 
@@ -50,7 +87,13 @@ def main(conn: Connection, module_names: list[str], log_level: str) -> None:
             conn.send(("progress", task_id, attempt, orjson.dumps(value)))
 
         progress.install_sink(send_progress)
-        outcome = run_task(task_id, name, payload)
+        _running = True
+        try:
+            outcome = run_task(task_id, name, payload)
+        except TaskCancelled:
+            # Arrived after the task returned, before the flag was lowered.
+            outcome = _cancelled()
+        _running = False
         progress.install_sink(None)
         conn.send(
             (
@@ -71,8 +114,10 @@ def run_task(task_id: str, name: str, payload: bytes) -> Outcome:
         arguments = orjson.loads(payload)
         if not isinstance(arguments, dict):
             raise InvalidArgumentsError("arguments must be a JSON object")
-        definition.spec.check(arguments)
-        result = definition.function(**arguments)
+        result = definition.run(arguments)
+    except TaskCancelled:
+        logger.info("task cancelled task_id=%s name=%s", task_id, name)
+        return _cancelled()
     except (UnknownTaskError, InvalidArgumentsError, orjson.JSONDecodeError) as exc:
         logger.warning("task rejected task_id=%s name=%s error=%s", task_id, name, exc)
         return _failure(exc, "")
@@ -91,6 +136,10 @@ def run_task(task_id: str, name: str, payload: bytes) -> Outcome:
             orjson.dumps({"type": "ResultNotSerializable", "message": str(exc)}),
         )
     return Outcome(TaskStatus.SUCCEEDED, body)
+
+
+def _cancelled() -> Outcome:
+    return Outcome(TaskStatus.FAILED, error_json("Cancelled", "the task was cancelled"))
 
 
 def _failure(exc: BaseException, trace: str) -> Outcome:

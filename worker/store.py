@@ -2,10 +2,14 @@
 
 Redis is the source of truth. A record is a hash at ``taskgate:task:<id>``; the
 ids of unfinished tasks sit in the sorted set ``taskgate:unfinished`` (scored by
-creation time) so that recovery finds them without scanning keys. Transitions that
-depend on the current state (start, progress, finish) run as Lua scripts that check
-the status and the attempt number first, so a late write of an attempt that was
-given up never overwrites a newer state.
+creation time), so that recovery finds them without scanning keys. Transitions
+that depend on the current state run as the Lua scripts of :mod:`worker.scripts`.
+
+Record fields: ``id``, ``name``, ``status``, ``created_at``, ``started_at``,
+``finished_at`` (epoch seconds), ``attempts`` (attempts started),
+``max_attempts``, ``time_limit_s`` (the caller's cap, 0 for none), ``owner`` (the
+worker pool running it), ``args`` (the request body), ``progress``, ``result``,
+``error`` (JSON text) and ``traceback``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from worker import scripts
 from worker.errors import StoreUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -36,6 +41,8 @@ FINISHED_CHANNEL = PREFIX + "finished"
 # Redis errors that mean "not reachable right now", as opposed to a bug.
 REDIS_DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
+ScriptArg = bytes | str | int | float
+
 
 class TaskStatus(StrEnum):
     """Where a task is in its life."""
@@ -44,11 +51,12 @@ class TaskStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
         """True once the task can change no more."""
-        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+        return self not in (TaskStatus.QUEUED, TaskStatus.RUNNING)
 
 
 def task_key(task_id: str) -> str:
@@ -65,45 +73,11 @@ def connect(url: str, pool_size: int, timeout_s: float) -> redis.Redis:
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         health_check_interval=30,
-        # One quick retry covers a connection dropped while idle; more would
-        # stretch every call during an outage far past ``timeout_s``.
-        retry=Retry(NoBackoff(), 1),
+        # No retry: a call fails within ``timeout_s``. Connections dropped while
+        # idle are caught by the health check before use instead.
+        retry=Retry(NoBackoff(), 0),
     )
     return redis.Redis(connection_pool=pool)
-
-
-_START = """
-local current = redis.call('HMGET', KEYS[1], 'status', 'attempts')
-if current[1] ~= 'queued' or tonumber(current[2]) ~= tonumber(ARGV[1]) - 1 then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'status', 'running', 'attempts', ARGV[1], 'started_at', ARGV[2])
-return 1
-"""
-
-_PROGRESS = """
-local current = redis.call('HMGET', KEYS[1], 'status', 'attempts')
-if current[1] ~= 'running' or current[2] ~= ARGV[1] then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'progress', ARGV[2])
-return 1
-"""
-
-_FINISH = """
-local current = redis.call('HMGET', KEYS[1], 'status', 'attempts')
-if current[1] ~= 'running' or current[2] ~= ARGV[1] then
-  return false
-end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3], ARGV[4], ARGV[5])
-if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[1], 'traceback', ARGV[7])
-end
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('ZREM', KEYS[2], ARGV[8])
-redis.call('PUBLISH', ARGV[9], ARGV[8])
-return redis.call('HGETALL', KEYS[1])
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,22 +90,67 @@ class Outcome:
     traceback: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Release:
+    """What giving up an attempt did: ``queued``, ``failed`` or ``gone``."""
+
+    outcome: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """What cancelling found: the previous status and, if running, its owner."""
+
+    previous: str
+    owner: str = ""
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UnfinishedTask:
+    """An unfinished record, as recovery reads it."""
+
+    task_id: str
+    name: str
+    status: str
+    attempts: int
+    owner: str
+    args: bytes
+    time_limit_s: float
+    created_at: float
+
+
+def error_json(kind: str, message: str) -> bytes:
+    """The stored form of a task error."""
+    return orjson.dumps({"type": kind, "message": message})
+
+
 class TaskStore:
     """Reads and writes task records; every Redis outage becomes StoreUnavailableError."""
 
     def __init__(self, client: redis.Redis, result_ttl_s: int) -> None:
         self._client = client
         self._result_ttl_s = result_ttl_s
-        self._start = client.register_script(_START)
-        self._progress = client.register_script(_PROGRESS)
-        self._finish = client.register_script(_FINISH)
+        self._start = client.register_script(scripts.START)
+        self._progress = client.register_script(scripts.PROGRESS)
+        self._finish = client.register_script(scripts.FINISH)
+        self._release = client.register_script(scripts.RELEASE)
+        self._cancel = client.register_script(scripts.CANCEL)
 
     @property
     def client(self) -> redis.Redis:
         """The underlying client, for callers that subscribe or ping."""
         return self._client
 
-    def create(self, task_id: str, name: str, args: bytes) -> None:
+    def create(
+        self,
+        task_id: str,
+        name: str,
+        args: bytes,
+        max_attempts: int = 1,
+        time_limit_s: float = 0.0,
+    ) -> None:
         """Write a ``queued`` record and index it, in one transaction."""
         now = time.time()
         pipe = self._client.pipeline(transaction=True)
@@ -143,6 +162,8 @@ class TaskStore:
                 "status": TaskStatus.QUEUED.value,
                 "created_at": repr(now),
                 "attempts": 0,
+                "max_attempts": max_attempts,
+                "time_limit_s": repr(time_limit_s),
                 "args": args,
             },
         )
@@ -164,12 +185,11 @@ class TaskStore:
             fields = cast(dict[bytes, bytes], self._client.hgetall(task_key(task_id)))
         return fields or None
 
-    def start(self, task_id: str, attempt: int) -> bool:
-        """Mark ``running`` if the task still waits for exactly this attempt."""
+    def start(self, task_id: str, attempt: int, owner: str) -> bool:
+        """Mark ``running`` by ``owner`` if the task still waits for this attempt."""
+        args: list[ScriptArg] = [attempt, repr(time.time()), owner]
         with _translate_errors():
-            started = self._start(
-                keys=[task_key(task_id)], args=[attempt, repr(time.time())]
-            )
+            started = self._start(keys=[task_key(task_id)], args=args)
         return bool(started)
 
     def set_progress(self, task_id: str, attempt: int, progress: bytes) -> bool:
@@ -183,11 +203,10 @@ class TaskStore:
     ) -> dict[bytes, bytes] | None:
         """Write the final state if this attempt owns the task; return the new record.
 
-        Publishes the task id on :data:`FINISHED_CHANNEL` so that long-polls wake.
         Returns None when the attempt no longer owns the task.
         """
         field = "result" if outcome.status is TaskStatus.SUCCEEDED else "error"
-        args = [
+        args: list[ScriptArg] = [
             attempt,
             outcome.status.value,
             repr(time.time()),
@@ -203,6 +222,82 @@ class TaskStore:
         if not flat:
             return None
         return dict(zip(flat[::2], flat[1::2], strict=True))
+
+    def release(self, task_id: str, owner: str, error: bytes) -> Release:
+        """Give up ``owner``'s running attempt: queue it again, or fail it with ``error``."""
+        args: list[ScriptArg] = [
+            owner,
+            repr(time.time()),
+            self._result_ttl_s,
+            error,
+            task_id,
+            FINISHED_CHANNEL,
+        ]
+        with _translate_errors():
+            outcome, attempts = self._release(
+                keys=[task_key(task_id), UNFINISHED_KEY], args=args
+            )
+        return Release(outcome.decode(), int(attempts))
+
+    def cancel(self, task_id: str) -> Cancellation:
+        """Cancel a queued or running task; report what it was."""
+        args: list[ScriptArg] = [
+            repr(time.time()),
+            self._result_ttl_s,
+            task_id,
+            FINISHED_CHANNEL,
+        ]
+        with _translate_errors():
+            found = self._cancel(keys=[task_key(task_id), UNFINISHED_KEY], args=args)
+        previous = found[0].decode()
+        if len(found) == 1:
+            return Cancellation(previous)
+        return Cancellation(previous, found[1].decode(), int(found[2]))
+
+    def unfinished(
+        self, after: float, limit: int
+    ) -> list[tuple[UnfinishedTask, float]]:
+        """Up to ``limit`` unfinished tasks created after ``after``, oldest first."""
+        with _translate_errors():
+            entries: list[tuple[bytes, float]] = self._client.zrangebyscore(  # type: ignore[assignment]
+                UNFINISHED_KEY,
+                f"({after!r}",
+                "+inf",
+                start=0,
+                num=limit,
+                withscores=True,
+            )
+            pipe = self._client.pipeline(transaction=False)
+            for task_id, _ in entries:
+                pipe.hmget(
+                    task_key(task_id.decode()),
+                    "name",
+                    "status",
+                    "attempts",
+                    "owner",
+                    "args",
+                    "time_limit_s",
+                    "created_at",
+                )
+            rows = pipe.execute()
+
+        found = []
+        for (task_id, score), row in zip(entries, rows, strict=True):
+            name, status, attempts, owner, args, limit_s, created = row
+            if status is None:
+                continue  # expired or discarded between the two reads
+            task = UnfinishedTask(
+                task_id.decode(),
+                (name or b"").decode(),
+                status.decode(),
+                int(attempts or 0),
+                (owner or b"").decode(),
+                args or b"{}",
+                float(limit_s or 0),
+                float(created or 0),
+            )
+            found.append((task, score))
+        return found
 
     def announce_task_types(self, specs: dict[str, dict[str, Any]]) -> None:
         """Record the task names a worker pool serves, stamped with the time."""
@@ -231,6 +326,7 @@ def record_json(fields: dict[bytes, bytes]) -> bytes:
         "started_at": _iso_time(fields.get(b"started_at")),
         "finished_at": _iso_time(fields.get(b"finished_at")),
         "attempts": int(fields.get(b"attempts", b"0")),
+        "max_attempts": int(fields.get(b"max_attempts", b"1")),
         "progress": _fragment(fields.get(b"progress")),
     }
     if status == TaskStatus.SUCCEEDED:

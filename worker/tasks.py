@@ -6,6 +6,7 @@ import hashlib
 import time
 from typing import Any
 
+from worker.errors import InvalidArgumentsError
 from worker.progress import report_progress
 from worker.registry import task
 
@@ -23,7 +24,7 @@ def echo(**arguments: Any) -> dict[str, Any]:
 def sleep(seconds: float) -> dict[str, float]:
     """Sleep for ``seconds`` (at most an hour), then say how long."""
     if not 0 <= seconds <= MAX_SLEEP_S:
-        raise ValueError(f"seconds must be between 0 and {MAX_SLEEP_S:g}")
+        raise InvalidArgumentsError(f"seconds must be between 0 and {MAX_SLEEP_S:g}")
     time.sleep(seconds)
     return {"slept": seconds}
 
@@ -32,7 +33,9 @@ def sleep(seconds: float) -> dict[str, float]:
 def hash_data(megabytes: int = 1) -> dict[str, Any]:
     """Hash ``megabytes`` MiB of generated data with SHA-256: pure CPU work."""
     if not 1 <= megabytes <= MAX_HASH_MEGABYTES:
-        raise ValueError(f"megabytes must be between 1 and {MAX_HASH_MEGABYTES}")
+        raise InvalidArgumentsError(
+            f"megabytes must be between 1 and {MAX_HASH_MEGABYTES}"
+        )
     digest = hashlib.sha256()
     block = bytes(range(256)) * 4096  # 1 MiB
     for index in range(megabytes):
@@ -45,7 +48,7 @@ def hash_data(megabytes: int = 1) -> dict[str, Any]:
 def countdown(steps: int = 5, interval_s: float = 0.5) -> dict[str, int]:
     """Count down ``steps`` steps of ``interval_s`` seconds, reporting progress."""
     if not 1 <= steps <= 1000 or not 0 <= interval_s <= 60:
-        raise ValueError("steps must be 1..1000 and interval_s 0..60")
+        raise InvalidArgumentsError("steps must be 1..1000 and interval_s 0..60")
     for step in range(steps):
         report_progress(step, steps, f"step {step + 1} of {steps}")
         time.sleep(interval_s)

@@ -7,7 +7,7 @@ Tests never skip for want of Redis: the session starts its own ``redis-server``
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,21 +70,6 @@ def settings(redis_server_instance: RedisServer) -> Settings:
     )
 
 
-@dataclass
-class Stack:
-    """A running taskgate: broker, worker pool and gunicorn, on private ports."""
-
-    base_url: str
-    env: dict[str, str]
-    broker: ManagedProcess
-    pool: ManagedProcess
-    web: ManagedProcess
-    redis_url: str
-
-    def url(self, path: str) -> str:
-        return self.base_url + path
-
-
 def stack_env(redis_url: str, **overrides: str) -> dict[str, str]:
     env = {
         key: value
@@ -118,17 +103,73 @@ def start_web(env: dict[str, str], log_dir: Path, name: str = "web") -> ManagedP
 
     def healthy() -> bool:
         try:
-            return requests.get(base_url + "/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(base_url + "/healthz", timeout=2).status_code == 200
+        except (requests.ConnectionError, requests.Timeout):
             assert web.alive(), web.log()
             return False
 
     try:
-        wait_for(healthy, timeout_s=30, interval_s=0.1, what="gunicorn to answer /healthz")
+        wait_for(
+            healthy, timeout_s=30, interval_s=0.1, what="gunicorn to answer /healthz"
+        )
     except BaseException:
         web.stop()
         raise
     return web
+
+
+class Stack:
+    """A taskgate of real processes on private ports; every process is stopped at the end."""
+
+    def __init__(self, redis_url: str, log_dir: Path, **overrides: str) -> None:
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.env = stack_env(redis_url, **overrides)
+        self.base_url = f"http://127.0.0.1:{self.env['PORT']}"
+        self.store = TaskStore(redis.Redis.from_url(redis_url), result_ttl_s=600)
+        self.processes: list[ManagedProcess] = []
+        self._names = 0
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def _start(self, kind: str, args: list[str]) -> ManagedProcess:
+        self._names += 1
+        process = ManagedProcess(
+            f"{kind}-{self._names}", python_args(*args), self.env, self.log_dir
+        )
+        self.processes.append(process)
+        return process
+
+    def start_broker(self) -> ManagedProcess:
+        return self._start("broker", ["-m", "worker.broker"])
+
+    def start_pool(self) -> ManagedProcess:
+        return self._start("pool", ["-m", "worker"])
+
+    def start_web(self) -> ManagedProcess:
+        self._names += 1
+        web = start_web(self.env, self.log_dir, name=f"web-{self._names}")
+        self.processes.append(web)
+        return web
+
+    def start_all(self) -> Stack:
+        self.broker = self.start_broker()
+        self.pool = self.start_pool()
+        self.web = self.start_web()
+        wait_for(
+            lambda: "echo" in self.store.read_task_types(),
+            timeout_s=30,
+            what="workers to announce their tasks",
+        )
+        return self
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.log()[-3000:]}" for p in self.processes)
 
 
 @pytest.fixture(scope="session")
@@ -136,29 +177,26 @@ def stack(
     redis_server_instance: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """The whole system on database 1 of the private Redis, shared by e2e tests."""
-    log_dir = tmp_path_factory.mktemp("stack-logs")
     redis_url = redis_server_instance.url(1)
     redis.Redis.from_url(redis_url).flushdb()
-    env = stack_env(redis_url)
-    started: list[ManagedProcess] = []
+    running = Stack(redis_url, tmp_path_factory.mktemp("stack-logs"))
     try:
-        broker = ManagedProcess(
-            "broker", python_args("-m", "worker.broker"), env, log_dir
-        )
-        started.append(broker)
-        pool = ManagedProcess("pool", python_args("-m", "worker"), env, log_dir)
-        started.append(pool)
-        web = start_web(env, log_dir)
-        started.append(web)
-        store = TaskStore(redis.Redis.from_url(redis_url), result_ttl_s=600)
-        wait_for(
-            lambda: "echo" in store.read_task_types(),
-            timeout_s=30,
-            what="workers to announce their tasks",
-        )
-        yield Stack(
-            f"http://127.0.0.1:{env['PORT']}", env, broker, pool, web, redis_url
-        )
+        yield running.start_all()
     finally:
-        for process in reversed(started):
-            process.stop()
+        running.stop_all()
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """Private stacks for tests that kill and restart parts; stopped after the test."""
+    made: list[Stack] = []
+
+    def make(redis_url: str, **overrides: str) -> Stack:
+        redis.Redis.from_url(redis_url).flushdb()
+        made.append(Stack(redis_url, tmp_path / f"stack{len(made)}", **overrides))
+        made[-1].log_dir.mkdir()
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.stop_all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -185,6 +186,14 @@ def test_a_failing_task_answers_a_500_problem_without_traceback(stack):
         ("/v1/tasks/echo?wait=-1", b"{}", JSON, 400, "/problems/invalid-wait"),
         ("/v1/tasks/echo?wait=soon", b"{}", JSON, 400, "/problems/invalid-wait"),
         ("/v1/tasks/echo?wait=nan", b"{}", JSON, 400, "/problems/invalid-wait"),
+        ("/v1/tasks/echo?wait=1_0", b"{}", JSON, 400, "/problems/invalid-wait"),
+        (
+            "/v1/tasks/echo?time_limit=0",
+            b"{}",
+            JSON,
+            400,
+            "/problems/invalid-time-limit",
+        ),
         (
             "/v1/tasks/echo",
             b'{"a": "' + b"x" * (1 << 21) + b'"}',
@@ -326,3 +335,118 @@ def test_plain_gunicorn_with_the_gevent_worker_serves_the_app(stack, tmp_path):
         assert response.json()["result"] == {"plain": 1}
     finally:
         web.stop()
+
+
+def test_cancel_a_running_task_then_a_finished_one(stack):
+    sync = {}
+
+    def sync_call():
+        sync["response"] = post(stack, "/v1/tasks/sleep", {"seconds": 30}, wait="20")
+
+    caller = threading.Thread(target=sync_call)
+    caller.start()
+    store = redis.Redis.from_url(stack.redis_url)
+
+    def running_id():
+        for key in store.keys("taskgate:task:*"):
+            fields = store.hgetall(key)
+            if (
+                fields.get(b"status") == b"running"
+                and fields[b"args"] == b'{"seconds": 30}'
+            ):
+                return fields[b"id"].decode()
+        return None
+
+    task_id = wait_for(running_id, what="the sleep to start")
+    cancelled = requests.delete(stack.url(f"/v1/tasks/{task_id}"), timeout=5)
+    caller.join(10)
+
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    assert sync["response"].status_code == 409
+    assert sync["response"].json()["type"] == "/problems/task-cancelled"
+    again = requests.delete(stack.url(f"/v1/tasks/{task_id}"), timeout=5)
+    assert again.status_code == 409
+    assert again.json()["type"] == "/problems/task-finished"
+    assert (
+        requests.delete(stack.url(f"/v1/tasks/{'0' * 32}"), timeout=5).status_code
+        == 404
+    )
+
+
+def test_cancel_a_queued_task_so_it_never_starts(stack, tmp_path):
+    blockers = [
+        post(stack, "/v1/tasks/sleep", {"seconds": 1}, wait="0") for _ in range(4)
+    ]
+    journal = tmp_path / "never.txt"
+    queued = post(
+        stack, "/v1/tasks/tests.record", {"path": str(journal), "token": "x"}, wait="0"
+    )
+
+    cancelled = requests.delete(stack.url(queued.headers["Location"]), timeout=5)
+
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    for blocker in blockers:
+        requests.get(
+            stack.url(blocker.headers["Location"]), params={"wait": "10"}, timeout=15
+        )
+    assert not journal.exists()
+    final = requests.get(stack.url(queued.headers["Location"]), timeout=5).json()
+    assert final["status"] == "cancelled"
+    assert final["attempts"] == 0
+
+
+def test_a_caller_time_limit_stops_a_long_task(stack):
+    started = time.monotonic()
+    response = post(
+        stack, "/v1/tasks/sleep", {"seconds": 20}, wait="10", time_limit="1"
+    )
+
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "TimeLimitExceeded"
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "detail"),
+    [
+        ("sleep", {"seconds": "soon"}, "seconds: Input should be a valid number"),
+        ("hash", {"megabytes": 1.5}, "megabytes: Input should be a valid integer"),
+        ("sleep", {"seconds": -1}, "seconds must be between 0 and 3600"),
+    ],
+)
+def test_values_a_task_refuses_are_422(stack, name, body, detail):
+    response = post(stack, f"/v1/tasks/{name}", body)
+
+    assert response.status_code == 422
+    assert response.json()["type"] == "/problems/invalid-arguments"
+    assert response.json()["detail"].startswith(detail)
+
+
+def test_integers_beyond_64_bits_are_refused_not_rounded(stack):
+    body = b'{"a": 123456789012345678901234567890}'
+    response = requests.post(
+        stack.url("/v1/tasks/echo"), data=body, headers=JSON, timeout=10
+    )
+
+    assert response.status_code == 400
+    assert "2**64" in response.json()["detail"]
+    exact = post(
+        stack, "/v1/tasks/echo", {"a": 2**64 - 1, "s": "12345678901234567890123"}
+    )
+    assert exact.json()["result"] == {"a": 2**64 - 1, "s": "12345678901234567890123"}
+
+
+def test_an_oversized_chunked_body_is_413_not_truncated(stack):
+    def chunks():
+        yield b'{"a": 1}'
+        for _ in range(64):
+            yield b" " * 32768  # 2 MiB of spaces after a complete object
+
+    response = requests.post(
+        stack.url("/v1/tasks/echo?wait=0"), data=chunks(), headers=JSON, timeout=10
+    )
+
+    assert response.status_code == 413
+    assert response.headers["Content-Type"] == "application/problem+json"

@@ -21,8 +21,9 @@ workers = _settings.web_concurrency
 worker_connections = 10_000
 backlog = 2048
 keepalive = 5
-# A sync request waits at most TASKGATE_WAIT_MAX_S; give it time to answer 202.
-graceful_timeout = int(_settings.wait_max_s) + 5
+# A sync request waits at most TASKGATE_WAIT_MAX_S (25 s by default), then answers;
+# the sum stays under the 30 s that Procfile platforms allow between TERM and KILL.
+graceful_timeout = int(_settings.wait_max_s) + 3
 # Never load the app in the master: ZeroMQ contexts must not cross fork().
 preload_app = False
 # gunicorn's control socket (for gunicornc) defaults to one path per user, which

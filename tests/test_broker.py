@@ -312,7 +312,11 @@ def wait_for_task(peer, broker, timeout_s=3.0):
     """The next submit a worker peer receives, skipping other commands."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        message = peer.receive(broker, timeout_s=max(0.01, deadline - time.monotonic()))
+        peer.send(Header(Command.HEARTBEAT))  # stay alive while waiting
+        try:
+            message = peer.receive(broker, timeout_s=0.1)
+        except AssertionError:
+            continue
         if message.header.command is Command.SUBMIT:
             return message
     raise AssertionError("no task arrived")

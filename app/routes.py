@@ -28,7 +28,7 @@ from app.services import Clients, Services
 from conf.settings import Settings
 from worker.errors import TaskFinishedError
 from worker.registry import TASK_NAME
-from worker.store import TaskStatus, record_json
+from worker.store import NewTask, TaskStatus, record_json
 
 api = Blueprint("api", __name__)
 
@@ -120,7 +120,9 @@ def _run(
     if spec.time_limit_s > 0:
         time_limit_s = min(time_limit_s or spec.time_limit_s, spec.time_limit_s)
     task_id = uuid.uuid4().hex
-    clients.store.create(task_id, name, body, max(1, spec.max_attempts), time_limit_s)
+    clients.records.create(
+        NewTask(task_id, name, body, max(1, spec.max_attempts), time_limit_s)
+    )
     # Watch before sending: the task may end before the broker's reply comes
     # back, or its reply may be lost with a broker restart; Redis still says.
     finished = clients.watcher.watch(task_id) if wait_s > 0 else None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from app.catalog import TaskCatalog
 from app.dispatch import Dispatcher
+from app.records import RecordWriter
 from app.watch import CompletionWatcher
 from conf.settings import Settings
 from worker.store import TaskStore, connect
@@ -23,6 +24,7 @@ class Clients:
     """The clients one web process uses."""
 
     store: TaskStore
+    records: RecordWriter
     catalog: TaskCatalog
     dispatcher: Dispatcher
     watcher: CompletionWatcher
@@ -51,6 +53,7 @@ class Services:
         store = TaskStore(client, settings.result_ttl_s)
         return Clients(
             store=store,
+            records=RecordWriter(store, settings.redis_timeout_s),
             catalog=TaskCatalog(
                 store, settings.catalog_refresh_s, settings.task_type_ttl_s
             ),

@@ -118,11 +118,17 @@ class WorkerPool:
         )
         timeout_ms = max(0, math.ceil((wake_at - time.monotonic()) * 1000))
         ready = dict(self._get_poller().poll(timeout_ms))
-        if self._socket in ready:
-            self._drain_socket()
+        # Everything that arrived in this turn is written to Redis in one round
+        # trip per kind (finishes, then starts), not one per task.
+        finished: list[tuple[Assignment, Outcome]] = []
         for child in list(self._children):
             if child.conn.fileno() in ready:
-                self._drain_child(child)
+                self._drain_child(child, finished)
+        if finished:
+            self._finish_many(finished)
+        if self._socket in ready:
+            self._drain_socket()
+        self._feed_backlog()
         self._enforce_deadlines(time.monotonic())
 
         if time.monotonic() >= next_beat:
@@ -223,9 +229,16 @@ class WorkerPool:
 
             command = message.header.command
             if command is Command.SUBMIT:
-                self._accept(
-                    Assignment(message.header, message.reply_to, message.payload)
+                assignment = Assignment(
+                    message.header, message.reply_to, message.payload
                 )
+                if self._stopping:
+                    self._return_unstarted(assignment)
+                else:
+                    # The broker counts our free slots, so the backlog only holds
+                    # tasks for the moment until the next feed (or until a child
+                    # that is being replaced is back).
+                    self._backlog.append(assignment)
             elif command is Command.CANCEL:
                 self._cancel(message.header.task_id)
             elif command is Command.DISCONNECT:
@@ -234,43 +247,43 @@ class WorkerPool:
             else:
                 logger.warning("unexpected command from broker: %s", command)
 
-    def _accept(self, assignment: Assignment) -> None:
-        if self._stopping:
-            self._return_unstarted(assignment)
-            return
-        idle = next((child for child in self._children if child.idle), None)
-        if idle is None:
-            # The broker counts our free slots, so this only happens while a
-            # child is being replaced; the task runs as soon as one is free.
-            self._backlog.append(assignment)
-            return
-        self._start(idle, assignment)
+    def _feed_backlog(self) -> None:
+        """Give waiting tasks to idle children, marking them all started at once."""
+        idle = [child for child in self._children if child.idle]
+        pairs = []
+        while self._backlog and idle:
+            pairs.append((idle.pop(0), self._backlog.popleft()))
+        if pairs:
+            self._start_many(pairs)
 
-    def _start(self, child: Child, assignment: Assignment) -> None:
-        header = assignment.header
+    def _start_many(self, pairs: list[tuple[Child, Assignment]]) -> None:
+        keys = [(a.header.task_id, a.header.attempt) for _, a in pairs]
         try:
-            owned = self._store.start(header.task_id, header.attempt, self._identity)
+            owned = self._store.start_many(keys, self._identity)
         except StoreUnavailableError as exc:
-            # The task stays `queued` in Redis; handing it back lets the broker
-            # try again (and recovery finds it should the broker forget it).
-            logger.error("cannot start task task_id=%s: %s", header.task_id, exc)
-            self._return_unstarted(assignment)
-            return
-        if not owned:
-            logger.info(
-                "skipped task not waiting for this attempt task_id=%s attempt=%d",
-                header.task_id,
-                header.attempt,
-            )
-            self._reply_current(assignment)
+            # The tasks stay `queued` in Redis; handing them back lets the broker
+            # try again (and recovery finds them should the broker forget them).
+            logger.error("cannot start %d tasks: %s", len(pairs), exc)
+            for _, assignment in pairs:
+                self._return_unstarted(assignment)
             return
 
-        spec = self._specs.get(header.name)
-        limit_s = spec.time_limit_s if spec else self._settings.time_limit_s
-        if header.time_limit_s > 0:
-            limit_s = min(limit_s, header.time_limit_s)
-        child.give(assignment, limit_s)
-        logger.debug("task started task_id=%s name=%s", header.task_id, header.name)
+        for (child, assignment), started in zip(pairs, owned, strict=True):
+            header = assignment.header
+            if not started:
+                logger.info(
+                    "skipped task not waiting for this attempt task_id=%s attempt=%d",
+                    header.task_id,
+                    header.attempt,
+                )
+                self._reply_current(assignment)
+                continue
+            spec = self._specs.get(header.name)
+            limit_s = spec.time_limit_s if spec else self._settings.time_limit_s
+            if header.time_limit_s > 0:
+                limit_s = min(limit_s, header.time_limit_s)
+            child.give(assignment, limit_s)
+            logger.debug("task started task_id=%s name=%s", header.task_id, header.name)
 
     def _cancel(self, task_id: str) -> None:
         for child in self._children:
@@ -323,23 +336,30 @@ class WorkerPool:
         )
 
     def _finish(self, assignment: Assignment, outcome: Outcome) -> None:
-        """Write the outcome to Redis, then reply to the broker with the record."""
-        header = assignment.header
+        self._finish_many([(assignment, outcome)])
+
+    def _finish_many(self, finished: list[tuple[Assignment, Outcome]]) -> None:
+        """Write the outcomes to Redis, then reply to the broker with the records."""
+        keys = [
+            (a.header.task_id, a.header.attempt, outcome) for a, outcome in finished
+        ]
         try:
-            record = self._store.finish(header.task_id, header.attempt, outcome)
+            records = self._store.finish_many(keys)
         except StoreUnavailableError as exc:
-            logger.error(
-                "result kept until Redis is back task_id=%s: %s", header.task_id, exc
+            logger.error("%d results kept until Redis is back: %s", len(finished), exc)
+            for assignment, outcome in finished:
+                self._keep_unwritten(assignment, outcome)
+            return
+        for (assignment, outcome), record in zip(finished, records, strict=True):
+            if record is None:
+                self._reply_current(assignment)
+                continue
+            logger.debug(
+                "task finished task_id=%s status=%s",
+                assignment.header.task_id,
+                outcome.status,
             )
-            self._keep_unwritten(assignment, outcome)
-            return
-        if record is None:
-            self._reply_current(assignment)
-            return
-        logger.debug(
-            "task finished task_id=%s status=%s", header.task_id, outcome.status
-        )
-        self._reply(assignment, outcome.status.value, record_json(record))
+            self._reply(assignment, outcome.status.value, record_json(record))
 
     def _give_back(self, assignment: Assignment, reason: str) -> None:
         """Our attempt is lost: queue the task again in Redis, or fail it if none is left."""
@@ -404,14 +424,21 @@ class WorkerPool:
         )
         self._poller = None
 
-    def _drain_child(self, child: Child) -> None:
+    def _drain_child(
+        self, child: Child, finished: list[tuple[Assignment, Outcome]]
+    ) -> None:
         try:
             while child.conn.poll():
-                self._handle_child_message(child, child.conn.recv())
+                self._handle_child_message(child, child.conn.recv(), finished)
         except (EOFError, OSError):
             self._replace_dead_child(child)
 
-    def _handle_child_message(self, child: Child, message: tuple[Any, ...]) -> None:
+    def _handle_child_message(
+        self,
+        child: Child,
+        message: tuple[Any, ...],
+        finished: list[tuple[Assignment, Outcome]],
+    ) -> None:
         kind, task_id, attempt = message[0], message[1], message[2]
         if kind == "progress":
             try:
@@ -423,8 +450,7 @@ class WorkerPool:
         status, body, trace = message[3], message[4], message[5]
         assignment = child.take_back()
         if assignment is not None:
-            self._finish(assignment, Outcome(TaskStatus(status), body, trace))
-        self._feed_backlog()
+            finished.append((assignment, Outcome(TaskStatus(status), body, trace)))
 
     def _replace_dead_child(self, child: Child) -> None:
         child.process.join(timeout=1)
@@ -453,14 +479,6 @@ class WorkerPool:
 
         if not self._stopping:
             self._add_child()
-            self._feed_backlog()
-
-    def _feed_backlog(self) -> None:
-        while self._backlog:
-            idle = next((child for child in self._children if child.idle), None)
-            if idle is None:
-                return
-            self._start(idle, self._backlog.popleft())
 
     # Shutdown ----------------------------------------------------------------
 

@@ -91,6 +91,17 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class NewTask:
+    """A record to create: what the web process knows of a task it accepts."""
+
+    task_id: str
+    name: str
+    args: bytes
+    max_attempts: int = 1
+    time_limit_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Release:
     """What giving up an attempt did: ``queued``, ``failed`` or ``gone``."""
 
@@ -152,22 +163,27 @@ class TaskStore:
         time_limit_s: float = 0.0,
     ) -> None:
         """Write a ``queued`` record and index it, in one transaction."""
+        self.create_many([NewTask(task_id, name, args, max_attempts, time_limit_s)])
+
+    def create_many(self, tasks: list[NewTask]) -> None:
+        """:meth:`create` for several tasks in one transaction and round trip."""
         now = time.time()
         pipe = self._client.pipeline(transaction=True)
-        pipe.hset(
-            task_key(task_id),
-            mapping={
-                "id": task_id,
-                "name": name,
-                "status": TaskStatus.QUEUED.value,
-                "created_at": repr(now),
-                "attempts": 0,
-                "max_attempts": max_attempts,
-                "time_limit_s": repr(time_limit_s),
-                "args": args,
-            },
-        )
-        pipe.zadd(UNFINISHED_KEY, {task_id: now})
+        for task in tasks:
+            pipe.hset(
+                task_key(task.task_id),
+                mapping={
+                    "id": task.task_id,
+                    "name": task.name,
+                    "status": TaskStatus.QUEUED.value,
+                    "created_at": repr(now),
+                    "attempts": 0,
+                    "max_attempts": task.max_attempts,
+                    "time_limit_s": repr(task.time_limit_s),
+                    "args": task.args,
+                },
+            )
+        pipe.zadd(UNFINISHED_KEY, {task.task_id: now for task in tasks})
         with _translate_errors():
             pipe.execute()
 
@@ -187,10 +203,18 @@ class TaskStore:
 
     def start(self, task_id: str, attempt: int, owner: str) -> bool:
         """Mark ``running`` by ``owner`` if the task still waits for this attempt."""
-        args: list[ScriptArg] = [attempt, repr(time.time()), owner]
+        return self.start_many([(task_id, attempt)], owner)[0]
+
+    def start_many(self, tasks: list[tuple[str, int]], owner: str) -> list[bool]:
+        """:meth:`start` for several ``(task_id, attempt)`` in one round trip."""
+        now = repr(time.time())
+        pipe = self._client.pipeline(transaction=False)
+        for task_id, attempt in tasks:
+            self._start(
+                keys=[task_key(task_id)], args=[attempt, now, owner], client=pipe
+            )
         with _translate_errors():
-            started = self._start(keys=[task_key(task_id)], args=args)
-        return bool(started)
+            return [bool(started) for started in pipe.execute()]
 
     def set_progress(self, task_id: str, attempt: int, progress: bytes) -> bool:
         """Store progress JSON if this attempt still owns the task."""
@@ -205,23 +229,36 @@ class TaskStore:
 
         Returns None when the attempt no longer owns the task.
         """
-        field = "result" if outcome.status is TaskStatus.SUCCEEDED else "error"
-        args: list[ScriptArg] = [
-            attempt,
-            outcome.status.value,
-            repr(time.time()),
-            field,
-            outcome.body,
-            self._result_ttl_s,
-            outcome.traceback,
-            task_id,
-            FINISHED_CHANNEL,
-        ]
+        return self.finish_many([(task_id, attempt, outcome)])[0]
+
+    def finish_many(
+        self, outcomes: list[tuple[str, int, Outcome]]
+    ) -> list[dict[bytes, bytes] | None]:
+        """:meth:`finish` for several attempts in one round trip."""
+        now = repr(time.time())
+        pipe = self._client.pipeline(transaction=False)
+        for task_id, attempt, outcome in outcomes:
+            field = "result" if outcome.status is TaskStatus.SUCCEEDED else "error"
+            args: list[ScriptArg] = [
+                attempt,
+                outcome.status.value,
+                now,
+                field,
+                outcome.body,
+                self._result_ttl_s,
+                outcome.traceback,
+                task_id,
+                FINISHED_CHANNEL,
+            ]
+            self._finish(
+                keys=[task_key(task_id), UNFINISHED_KEY], args=args, client=pipe
+            )
         with _translate_errors():
-            flat = self._finish(keys=[task_key(task_id), UNFINISHED_KEY], args=args)
-        if not flat:
-            return None
-        return dict(zip(flat[::2], flat[1::2], strict=True))
+            replies = pipe.execute()
+        return [
+            dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
+            for flat in replies
+        ]
 
     def release(self, task_id: str, owner: str, error: bytes) -> Release:
         """Give up ``owner``'s running attempt: queue it again, or fail it with ``error``."""

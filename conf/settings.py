@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     task_modules: str = Field("worker.tasks", pattern=MODULE_LIST)
     worker_processes: PositiveInt = Field(default_factory=lambda: os.cpu_count() or 1)
     shutdown_grace_s: NonNegativeFloat = 10.0
+    # "process": one task at a time per worker process (CPU-bound work).
+    # "gevent": each process runs up to worker_concurrency tasks in greenlets,
+    # with the standard library patched to yield (I/O-bound work).
+    worker_mode: Literal["process", "gevent"] = "process"
+    worker_concurrency: PositiveInt = 100
     # Defaults for tasks that do not set their own at registration.
     max_attempts: PositiveInt = 3
     time_limit_s: PositiveFloat = 600.0

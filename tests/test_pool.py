@@ -57,12 +57,8 @@ def start_pool(redis_server_instance, tmp_path):
 
     def start(redis_url=None, **overrides):
         redis_url = redis_url or redis_server_instance.url(2)
-        env = stack_env(
-            redis_url,
-            TASKGATE_WORKER_PROCESSES="2",
-            TASKGATE_CANCEL_GRACE_S="0.5",
-            **overrides,
-        )
+        settings = {"TASKGATE_WORKER_PROCESSES": "2", "TASKGATE_CANCEL_GRACE_S": "0.5"}
+        env = stack_env(redis_url, **{**settings, **overrides})
         broker = FakeBroker(env["TASKGATE_BROKER_BACKEND"])
         process = ManagedProcess("pool", python_args("-m", "worker"), env, tmp_path)
         started.append((process, broker))
@@ -318,3 +314,64 @@ def test_children_exit_when_the_pool_parent_is_killed(pool, tmp_path):
     os.kill(process.pid, signal.SIGKILL)
 
     assert wait_for(lambda: not os.path.exists(f"/proc/{child_pid}"), timeout_s=5)
+
+
+@pytest.fixture
+def green_pool(start_pool, redis_server_instance):
+    redis_url = redis_server_instance.url(3)
+    redis.Redis.from_url(redis_url).flushdb()
+    store = TaskStore(redis.Redis.from_url(redis_url), result_ttl_s=600)
+    started = start_pool(
+        redis_url,
+        TASKGATE_WORKER_MODE="gevent",
+        TASKGATE_WORKER_PROCESSES="1",
+        TASKGATE_WORKER_CONCURRENCY="50",
+    )
+    return (*started, store)
+
+
+def test_gevent_mode_runs_many_waiting_tasks_at_once_in_one_process(green_pool):
+    _, broker, identity, announcement, store = green_pool
+    assert announcement["capacity"] == 50
+    started = time.monotonic()
+    for number in range(50):
+        store.create(f"s{number}", "sleep", b'{"seconds": 1}')
+        broker.submit(identity, f"s{number}", "sleep", b'{"seconds": 1}')
+
+    replies = [broker.receive(Command.REPLY, timeout_s=10)[1] for _ in range(50)]
+
+    assert {r.header.detail for r in replies} == {"succeeded"}
+    assert {r.header.task_id for r in replies} == {f"s{n}" for n in range(50)}
+    assert time.monotonic() - started < 5  # one after another would take 50 s
+
+
+def test_gevent_mode_cancels_and_limits_one_task_without_harming_the_others(
+    green_pool, tmp_path
+):
+    _, broker, identity, _, store = green_pool
+    for task_id in ("keep", "cancel-me"):
+        store.create(task_id, "sleep", b'{"seconds": 1.5}')
+        broker.submit(identity, task_id, "sleep", b'{"seconds": 1.5}')
+    store.create("too-long", "sleep", b'{"seconds": 30}')
+    header = Header(Command.SUBMIT, "too-long", "sleep", 1, "r1", time_limit_s=0.5)
+    broker.socket.send_multipart(
+        [identity, *protocol.encode(Message(header, b"web-1", b'{"seconds": 30}'))]
+    )
+    wait_for(lambda: store.get("cancel-me")[b"status"] == b"running")
+
+    store.cancel("cancel-me")
+    broker.socket.send_multipart(
+        [identity, *protocol.encode(Message(Header(Command.CANCEL, "cancel-me")))]
+    )
+    replies = {}
+    while len(replies) < 3:
+        _, reply = broker.receive(Command.REPLY, timeout_s=10)
+        replies[reply.header.task_id] = reply
+
+    assert replies["cancel-me"].header.detail == "cancelled"
+    assert replies["too-long"].header.detail == "failed"
+    assert (
+        orjson.loads(replies["too-long"].payload)["error"]["type"]
+        == "TimeLimitExceeded"
+    )
+    assert replies["keep"].header.detail == "succeeded"

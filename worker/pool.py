@@ -33,7 +33,7 @@ import zmq
 
 from conf.settings import Settings
 from worker import protocol, registry
-from worker.children import Assignment, Child, Ending, spawn_child, stop_children
+from worker.children import Assignment, Ending, Runner, Slot, spawn_runner, stop_runners
 from worker.errors import ProtocolError, StoreUnavailableError
 from worker.protocol import Command, Header, Message
 from worker.store import (
@@ -71,7 +71,7 @@ class WorkerPool:
                 settings.task_module_names
             ).items()
         }
-        self._children: list[Child] = []
+        self._runners: list[Runner] = []
         self._backlog: deque[Assignment] = deque()
         # Finished attempts whose outcome Redis did not take yet (it was down).
         self._unwritten: deque[tuple[Assignment, Outcome | None]] = deque()
@@ -90,11 +90,13 @@ class WorkerPool:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         for _ in range(self._settings.worker_processes):
-            self._add_child()
+            self._add_runner()
         logger.info(
-            "worker pool started identity=%s processes=%d tasks=%s",
+            "worker pool started identity=%s mode=%s processes=%d slots=%d tasks=%s",
             self._identity,
-            len(self._children),
+            self._settings.worker_mode,
+            len(self._runners),
+            len(self._slots),
             ",".join(sorted(self._specs)),
         )
 
@@ -105,6 +107,10 @@ class WorkerPool:
 
         self._shutdown()
 
+    @property
+    def _slots(self) -> list[Slot]:
+        return [slot for each in self._runners for slot in each.slots]
+
     # The loop ---------------------------------------------------------------
 
     def _serve_once(self, next_beat: float) -> float:
@@ -112,8 +118,8 @@ class WorkerPool:
         wake_at = min(
             [
                 next_beat,
-                *(c.deadline for c in self._children),
-                *(c.kill_at for c in self._children),
+                *(slot.deadline for slot in self._slots),
+                *(slot.kill_at for slot in self._slots),
             ]
         )
         timeout_ms = max(0, math.ceil((wake_at - time.monotonic()) * 1000))
@@ -121,9 +127,9 @@ class WorkerPool:
         # Everything that arrived in this turn is written to Redis in one round
         # trip per kind (finishes, then starts), not one per task.
         finished: list[tuple[Assignment, Outcome]] = []
-        for child in list(self._children):
-            if child.conn.fileno() in ready:
-                self._drain_child(child, finished)
+        for each in list(self._runners):
+            if each.conn.fileno() in ready:
+                self._drain_runner(each, finished)
         if finished:
             self._finish_many(finished)
         if self._socket in ready:
@@ -140,26 +146,24 @@ class WorkerPool:
         if self._poller is None:
             self._poller = zmq.Poller()
             self._poller.register(self._socket, zmq.POLLIN)
-            for child in self._children:
-                self._poller.register(child.conn.fileno(), zmq.POLLIN)
+            for each in self._runners:
+                self._poller.register(each.conn.fileno(), zmq.POLLIN)
         return self._poller
 
     def _enforce_deadlines(self, now: float) -> None:
-        for child in self._children:
-            if child.assignment is None:
+        for slot in self._slots:
+            if slot.assignment is None:
                 continue
-            if now >= child.kill_at:
+            if now >= slot.kill_at:
                 logger.warning(
-                    "cancelled task did not stop, killing task_id=%s",
-                    child.assignment.header.task_id,
+                    "cancelled task did not stop, killing task_id=%s", slot.task_id
                 )
-                child.kill()
-            elif now >= child.deadline and child.ending is Ending.NONE:
+                slot.kill()
+            elif now >= slot.deadline and slot.ending is Ending.NONE:
                 logger.warning(
-                    "task overran its time limit, killing task_id=%s",
-                    child.assignment.header.task_id,
+                    "task overran its time limit, killing task_id=%s", slot.task_id
                 )
-                child.kill(Ending.TIME_LIMIT)
+                slot.kill(Ending.TIME_LIMIT)
 
     # Broker side -------------------------------------------------------------
 
@@ -184,14 +188,14 @@ class WorkerPool:
 
     def _announce(self) -> None:
         """Tell the broker what we serve, what we run and how many tasks we can take."""
-        busy = [child.assignment for child in self._children if child.assignment]
+        busy = [slot.assignment for slot in self._slots if slot.assignment]
         running = [
             [a.header.task_id, a.header.name, a.header.attempt]
             for a in [*busy, *self._backlog]
         ]
-        free = sum(1 for child in self._children if child.idle) - len(self._backlog)
+        free = sum(1 for slot in self._slots if slot.idle) - len(self._backlog)
         announcement = {
-            "capacity": len(self._children),
+            "capacity": len(self._slots),
             "free": max(0, free),
             "tasks": sorted(self._specs),
             "running": running,
@@ -249,14 +253,14 @@ class WorkerPool:
 
     def _feed_backlog(self) -> None:
         """Give waiting tasks to idle children, marking them all started at once."""
-        idle = [child for child in self._children if child.idle]
+        idle = [slot for slot in self._slots if slot.idle]
         pairs = []
         while self._backlog and idle:
             pairs.append((idle.pop(0), self._backlog.popleft()))
         if pairs:
             self._start_many(pairs)
 
-    def _start_many(self, pairs: list[tuple[Child, Assignment]]) -> None:
+    def _start_many(self, pairs: list[tuple[Slot, Assignment]]) -> None:
         keys = [(a.header.task_id, a.header.attempt) for _, a in pairs]
         try:
             owned = self._store.start_many(keys, self._identity)
@@ -268,7 +272,7 @@ class WorkerPool:
                 self._return_unstarted(assignment)
             return
 
-        for (child, assignment), started in zip(pairs, owned, strict=True):
+        for (slot, assignment), started in zip(pairs, owned, strict=True):
             header = assignment.header
             if not started:
                 logger.info(
@@ -282,14 +286,14 @@ class WorkerPool:
             limit_s = spec.time_limit_s if spec else self._settings.time_limit_s
             if header.time_limit_s > 0:
                 limit_s = min(limit_s, header.time_limit_s)
-            child.give(assignment, limit_s)
+            slot.give(assignment, limit_s, self._settings.cancel_grace_s)
             logger.debug("task started task_id=%s name=%s", header.task_id, header.name)
 
     def _cancel(self, task_id: str) -> None:
-        for child in self._children:
-            if child.assignment and child.assignment.header.task_id == task_id:
+        for slot in self._slots:
+            if slot.task_id == task_id:
                 logger.info("cancelling running task task_id=%s", task_id)
-                child.cancel(self._settings.cancel_grace_s)
+                slot.cancel(self._settings.cancel_grace_s)
                 return
         for assignment in list(self._backlog):
             if assignment.header.task_id == task_id:
@@ -416,26 +420,30 @@ class WorkerPool:
             self._draining = False
             self._announce()
 
-    # Children side -----------------------------------------------------------
+    # Runners side ------------------------------------------------------------
 
-    def _add_child(self) -> None:
-        self._children.append(
-            spawn_child(self._settings.task_module_names, self._settings.log_level)
+    def _add_runner(self) -> None:
+        settings = self._settings
+        concurrency = (
+            settings.worker_concurrency if settings.worker_mode == "gevent" else 1
+        )
+        self._runners.append(
+            spawn_runner(settings.task_module_names, settings.log_level, concurrency)
         )
         self._poller = None
 
-    def _drain_child(
-        self, child: Child, finished: list[tuple[Assignment, Outcome]]
+    def _drain_runner(
+        self, runner: Runner, finished: list[tuple[Assignment, Outcome]]
     ) -> None:
         try:
-            while child.conn.poll():
-                self._handle_child_message(child, child.conn.recv(), finished)
+            while runner.conn.poll():
+                self._handle_runner_message(runner, runner.conn.recv(), finished)
         except (EOFError, OSError):
-            self._replace_dead_child(child)
+            self._replace_dead_runner(runner)
 
-    def _handle_child_message(
+    def _handle_runner_message(
         self,
-        child: Child,
+        runner: Runner,
         message: tuple[Any, ...],
         finished: list[tuple[Assignment, Outcome]],
     ) -> None:
@@ -448,37 +456,45 @@ class WorkerPool:
             return
 
         status, body, trace = message[3], message[4], message[5]
-        assignment = child.take_back()
+        slot = runner.slot_of(task_id)
+        assignment = slot.take_back() if slot else None
         if assignment is not None:
             finished.append((assignment, Outcome(TaskStatus(status), body, trace)))
 
-    def _replace_dead_child(self, child: Child) -> None:
-        child.process.join(timeout=1)
-        self._children.remove(child)
+    def _replace_dead_runner(self, runner: Runner) -> None:
+        runner.process.join(timeout=1)
+        self._runners.remove(runner)
         self._poller = None
-        child.conn.close()
-        exit_code = child.process.exitcode
-        assignment = child.take_back()
+        runner.conn.close()
+        exit_code = runner.process.exitcode
+        busy = [slot for slot in runner.slots if not slot.idle]
+        if not busy and not self._stopping:
+            logger.error("idle worker process died exit_code=%s", exit_code)
 
-        if assignment is None:
-            if not self._stopping:
-                logger.error("idle worker process died exit_code=%s", exit_code)
-        elif child.ending is Ending.TIME_LIMIT:
-            error = error_json("TimeLimitExceeded", "the task ran past its time limit")
-            self._finish(assignment, Outcome(TaskStatus.FAILED, error))
-        elif child.ending is Ending.CANCELLED:
-            self._reply_current(assignment)
-        else:
-            logger.error(
-                "worker process died exit_code=%s task_id=%s",
-                exit_code,
-                assignment.header.task_id,
-            )
-            reason = f"the worker process running the task exited with code {exit_code}"
-            self._give_back(assignment, reason)
+        for slot in busy:
+            ending = slot.ending
+            assignment = slot.take_back()
+            assert assignment is not None
+            if ending is Ending.TIME_LIMIT:
+                error = error_json(
+                    "TimeLimitExceeded", "the task ran past its time limit"
+                )
+                self._finish(assignment, Outcome(TaskStatus.FAILED, error))
+            elif ending is Ending.CANCELLED:
+                self._reply_current(assignment)
+            else:
+                logger.error(
+                    "worker process died exit_code=%s task_id=%s",
+                    exit_code,
+                    assignment.header.task_id,
+                )
+                reason = (
+                    f"the worker process running the task exited with code {exit_code}"
+                )
+                self._give_back(assignment, reason)
 
         if not self._stopping:
-            self._add_child()
+            self._add_runner()
 
     # Shutdown ----------------------------------------------------------------
 
@@ -496,21 +512,22 @@ class WorkerPool:
 
         deadline = time.monotonic() + self._settings.shutdown_grace_s
         next_beat = time.monotonic()
-        while any(not c.idle for c in self._children) and time.monotonic() < deadline:
+        while (
+            any(not slot.idle for slot in self._slots) and time.monotonic() < deadline
+        ):
             next_beat = self._serve_once(min(next_beat, deadline))
 
-        for child in self._children:
-            if child.assignment is not None:
+        for slot in self._slots:
+            assignment = slot.take_back()
+            if assignment is not None:
                 logger.warning(
-                    "task handed back at shutdown task_id=%s",
-                    child.assignment.header.task_id,
+                    "task handed back at shutdown task_id=%s", assignment.header.task_id
                 )
-                child.kill()
+                slot.runner.kill()
                 self._give_back(
-                    child.take_back(),  # type: ignore[arg-type]
-                    "the worker pool shut down before the task finished",
+                    assignment, "the worker pool shut down before the task finished"
                 )
-        stop_children(self._children)
+        stop_runners(self._runners)
         self._write_unwritten()
         if self._unwritten:
             logger.error(

@@ -9,26 +9,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 ProgressSink = Callable[[dict[str, Any]], None]
 
-_sink: ProgressSink | None = None
+# A context variable, so that in gevent mode each task's greenlet has its own.
+_sink: ContextVar[ProgressSink | None] = ContextVar(
+    "taskgate_progress_sink", default=None
+)
 
 
 def report_progress(
     current: float, total: float | None = None, message: str | None = None
 ) -> None:
     """Tell clients how far the running task has come, e.g. ``report_progress(3, 10)``."""
-    if _sink is None:
+    sink = _sink.get()
+    if sink is None:
         logger.debug("progress outside a worker: current=%s total=%s", current, total)
         return
-    _sink({"current": current, "total": total, "message": message})
+    sink({"current": current, "total": total, "message": message})
 
 
 def install_sink(sink: ProgressSink | None) -> None:
     """Route reports of this process to ``sink`` (the runner does this)."""
-    global _sink
-    _sink = sink
+    _sink.set(sink)

@@ -1,4 +1,7 @@
-"""One child of the worker pool: runs task functions, one at a time.
+"""One child of the worker pool: runs task functions.
+
+In ``process`` mode a child runs one task at a time; in ``gevent`` mode many, see
+:mod:`worker.green_runner`.
 
 The child owns no socket and no Redis connection. It gets work from its pool parent
 over a pipe and sends back progress and the outcome; the parent writes them to Redis
@@ -7,11 +10,12 @@ while a child is busy on the CPU, and a child that dies takes nothing with it.
 
 Pipe messages (pickled tuples):
 
-- parent -> child: ``(task_id, name, attempt, payload)``
+- parent -> child: ``("run", task_id, name, attempt, payload, time_limit_s)`` and,
+  in gevent mode, ``("cancel", task_id)``
 - child -> parent: ``("progress", task_id, attempt, progress_json)`` and
   ``("done", task_id, attempt, status, body_json, traceback_text)``
 
-The parent cancels a running task with SIGUSR1, which raises
+In process mode the parent cancels a running task with SIGUSR1, which raises
 :class:`~worker.errors.TaskCancelled` inside the task, and kills the child if it
 does not stop within the cancel grace period.
 """
@@ -60,51 +64,81 @@ def _exit_with_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
-def main(conn: Connection, module_names: list[str], log_level: str) -> None:
+def main(
+    conn: Connection, module_names: list[str], log_level: str, concurrency: int = 1
+) -> None:
     """Child entry point: import task modules, then serve the pipe until it closes."""
-    global _running
+    if concurrency > 1:
+        # Before the task modules import anything that does I/O.
+        from worker import green_runner
+
+        green_runner.patch()
     # The parent decides when children stop. Ctrl-C in a terminal, honcho and
     # Procfile platforms signal the whole process group, so children ignore INT
     # and TERM and leave it to the parent to let their tasks finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(CANCEL_SIGNAL, _on_cancel)
     threading.Thread(
         target=_exit_with_parent, args=(os.getppid(),), daemon=True
     ).start()
     configure_logging(log_level)
     registry.load_modules(module_names)
 
+    if concurrency > 1:
+        green_runner.serve(conn)
+    else:
+        _serve_one_at_a_time(conn)
+
+
+def _serve_one_at_a_time(conn: Connection) -> None:
+    global _running
+    signal.signal(CANCEL_SIGNAL, _on_cancel)
     while True:
         try:
-            task_id, name, attempt, payload = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError):
             return
+        if message[0] != "run":
+            continue  # cancellation comes as a signal in this mode
+        _, task_id, name, attempt, payload, _ = message
 
-        def send_progress(
-            value: dict[str, Any], task_id: str = task_id, attempt: int = attempt
-        ) -> None:
-            conn.send(("progress", task_id, attempt, orjson.dumps(value)))
-
-        progress.install_sink(send_progress)
+        progress.install_sink(progress_sender(conn, task_id, attempt))
         _running = True
         try:
             outcome = run_task(task_id, name, payload)
         except TaskCancelled:
             # Arrived after the task returned, before the flag was lowered.
-            outcome = _cancelled()
+            outcome = cancelled_outcome()
         _running = False
         progress.install_sink(None)
-        conn.send(
-            (
-                "done",
-                task_id,
-                attempt,
-                outcome.status.value,
-                outcome.body,
-                outcome.traceback,
-            )
+        send_outcome(conn, task_id, attempt, outcome)
+
+
+def progress_sender(
+    conn: Connection, task_id: str, attempt: int
+) -> progress.ProgressSink:
+    """A progress sink that forwards reports of one task to the parent."""
+
+    def send(value: dict[str, Any]) -> None:
+        conn.send(("progress", task_id, attempt, orjson.dumps(value)))
+
+    return send
+
+
+def send_outcome(
+    conn: Connection, task_id: str, attempt: int, outcome: Outcome
+) -> None:
+    """Tell the parent how the attempt ended."""
+    conn.send(
+        (
+            "done",
+            task_id,
+            attempt,
+            outcome.status.value,
+            outcome.body,
+            outcome.traceback,
         )
+    )
 
 
 def run_task(task_id: str, name: str, payload: bytes) -> Outcome:
@@ -117,7 +151,7 @@ def run_task(task_id: str, name: str, payload: bytes) -> Outcome:
         result = definition.run(arguments)
     except TaskCancelled:
         logger.info("task cancelled task_id=%s name=%s", task_id, name)
-        return _cancelled()
+        return cancelled_outcome()
     except (UnknownTaskError, InvalidArgumentsError, orjson.JSONDecodeError) as exc:
         logger.warning("task rejected task_id=%s name=%s error=%s", task_id, name, exc)
         return _failure(exc, "")
@@ -138,7 +172,7 @@ def run_task(task_id: str, name: str, payload: bytes) -> Outcome:
     return Outcome(TaskStatus.SUCCEEDED, body)
 
 
-def _cancelled() -> Outcome:
+def cancelled_outcome() -> Outcome:
     return Outcome(TaskStatus.FAILED, error_json("Cancelled", "the task was cancelled"))
 
 

@@ -40,18 +40,26 @@ def broker_rows(plan: Plan) -> list[Row]:
     for row, module in ((taskgate, "worker.broker"), (minimal, "bench.router")):
         logger.info("measuring %s (%d x %ds)", row.label, plan.runs, plan.duration_s)
         cpu_shares = []
+        load_shares = []
         for _ in range(plan.runs):
-            sample, cpu_share = _run_once(module, plan)
+            sample, cpu_share, load_share = _run_once(module, plan)
             row.samples.append(sample)
             cpu_shares.append(cpu_share)
+            load_shares.append(load_share)
         tasks_per_s = statistics.median(s.rate / MESSAGES_PER_TASK for s in row.samples)
         row.notes.append(f"median {tasks_per_s:,.0f} tasks/s")
-        row.notes.append(f"broker CPU {max(cpu_shares):.0%} of a core")
+        row.notes.append(
+            f"CPU: broker {max(cpu_shares):.0%}, load {max(load_shares):.0%} of a core"
+        )
     return [taskgate, minimal]
 
 
-def _run_once(module: str, plan: Plan) -> tuple[Sample, float]:
-    """Start the router, drive it for one run, stop it; the sample and its CPU share."""
+def _run_once(module: str, plan: Plan) -> tuple[Sample, float, float]:
+    """Start the router, drive it for one run, stop it.
+
+    Returns the sample and the CPU shares (of one core) of the router and of the
+    load thread over the run.
+    """
     frontend = f"tcp://127.0.0.1:{free_port()}"
     backend = f"tcp://127.0.0.1:{free_port()}"
     env = child_env(
@@ -81,7 +89,7 @@ def _run_once(module: str, plan: Plan) -> tuple[Sample, float]:
     cpu_s = (after.user - before.user) + (after.system - before.system)
     rate = MESSAGES_PER_TASK * result.tasks / result.elapsed_s
     sample = Sample(rate=rate, errors=result.rejected, count=result.tasks)
-    return sample, cpu_s / result.elapsed_s
+    return sample, cpu_s / result.elapsed_s, result.load_cpu_s / result.elapsed_s
 
 
 def _listening(process: psutil.Process) -> bool:

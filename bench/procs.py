@@ -1,8 +1,8 @@
 """Processes under test: start each in its own session, log it, always stop it.
 
-Every server the harness starts (Redis, gunicorn, broker, worker pools, Celery)
-runs in a new session so that stopping it reaches its whole process group: a
-gunicorn master's workers, a pool's runner children, Celery's prefork children.
+Every server the harness starts (gunicorn, broker, worker pools, Celery) runs in
+a new session so that a final KILL reaches its whole process group: a gunicorn
+master's workers, a pool's runner children, Celery's prefork children.
 """
 
 from __future__ import annotations
@@ -121,9 +121,14 @@ class Service:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """TERM the whole group, KILL it if it lingers; leave no process behind."""
+        """TERM the leader, KILL the group if it lingers; leave no process behind.
+
+        Only the leader gets the TERM: a gunicorn master, a worker pool or a
+        Celery worker stops its own children in order, as in production.
+        """
         try:
-            self._signal_group(signal.SIGTERM)
+            if self.alive():
+                self.process.terminate()
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
 TOP = 20
+# Samples per second: py-spy's default of 100 leaves few samples in a 10 s run.
+RATE_HZ = 250
 # Where a frame's file lives (path as shortened by _short_path): prefix, group.
 GROUPS = (
     ("redis/", "redis-py client"),
@@ -49,7 +51,16 @@ def record(pid: int, load: wrk.Load, out_dir: Path) -> str:
     raw = out_dir / "taskgate-web.txt"
     for output, fmt in ((out_dir / "taskgate-web.svg", "flamegraph"), (raw, "raw")):
         spy = subprocess.Popen(
-            [str(PY_SPY), "record", "--pid", str(pid), "--nonblocking", "--format", fmt]
+            [
+                str(PY_SPY),
+                "record",
+                "--pid",
+                str(pid),
+                "--nonblocking",
+                "--rate",
+                str(RATE_HZ),
+            ]
+            + ["--format", fmt]
             + ["--duration", str(load.duration_s), "--output", str(output)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

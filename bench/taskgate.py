@@ -46,23 +46,40 @@ class Taskgate:
             TASKGATE_BROKER_BACKEND=f"tcp://127.0.0.1:{free_port()}",
             **(settings or {}),
         )
+        self.pool: Service | None = None
+        self._pools_started = 0
+        # Stopped in this order: the web, then the pool, then the broker. A pool
+        # stopped under a live web process leaves requests waiting for replies
+        # that never come, and gunicorn's graceful stop waits for them.
+        self._web_stack = ExitStack()
         self.broker = Service(
             "taskgate-broker", [PYTHON, "-m", "worker.broker"], self.env, log_dir
         )
-        stack.callback(self.broker.stop)
-        self.pool: Service | None = None
-        self._pools_started = 0
+        stack.callback(self._stop)
         self.restart_pool(worker_processes)
         self.web, self.base_url = start_web(
-            stack, "taskgate-web", "wsgi:app", self.env, log_dir, web
+            self._web_stack, "taskgate-web", "wsgi:app", self.env, log_dir, web
         )
         self.wait_serving("echo", {"n": 0})
+
+    def _stop(self) -> None:
+        self._web_stack.close()
+        if self.pool is not None:
+            self.pool.stop()
+        self.broker.stop()
 
     def restart_pool(
         self, processes: int, settings: dict[str, str] | None = None
     ) -> None:
-        """Replace the worker pool by one with ``processes`` children and ``settings``."""
+        """Replace the worker pool by one with ``processes`` children and ``settings``.
+
+        Waits for the tasks in flight to end first: a stopping pool cuts them off
+        and their requests would wait out their whole wait.
+        """
         if self.pool is not None:
+            wait_until(
+                lambda: self.unfinished() == 0, STARTUP_TIMEOUT_S, "tasks to end"
+            )
             self.pool.stop()
         self._redis.delete(TASK_TYPES_KEY)
         env = {
@@ -77,7 +94,6 @@ class Taskgate:
             env,
             self._log_dir,
         )
-        self._stack.callback(self.pool.stop)
 
         def announced() -> bool:
             assert self.pool is not None

@@ -45,6 +45,9 @@ class LoadResult:
     tasks: int
     rejected: int
     elapsed_s: float
+    # CPU seconds the load thread itself used in the window: near ``elapsed_s``
+    # means the load, not the broker, set the pace.
+    load_cpu_s: float
 
 
 def drive(
@@ -125,15 +128,17 @@ class _Load:
 
         self._completed = 0
         start = time.monotonic()
+        start_cpu = time.thread_time()
         end = start + duration_s
         self._pump_until(lambda: False, end, keep_full=True)
         elapsed_s = time.monotonic() - start
+        load_cpu_s = time.thread_time() - start_cpu
         counted = self._completed
         # Let the window drain so the broker is idle for the next run.
         self._pump_until(
             lambda: self._outstanding == 0, time.monotonic() + DRAIN_LIMIT_S
         )
-        return LoadResult(counted, self._rejected, elapsed_s)
+        return LoadResult(counted, self._rejected, elapsed_s, load_cpu_s)
 
     def _pump_until(
         self, done: Callable[[], bool], deadline: float, keep_full: bool = False

@@ -10,6 +10,7 @@ to have answered without errors.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("logs in %s; open-file limit %d", plan.log_dir, fd_limit)
 
     started = time.monotonic()
+    load_before = os.getloadavg()
     rows, failures, extras = run(plan)
     rows.sort(key=_rank)
     print()
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if options.results is not None:
         command = "bin/bench " + shlex.join(argv if argv is not None else sys.argv[1:])
-        text = report.render_results(rows, command, plan, failures, extras)
+        text = report.render_results(rows, command, plan, failures, extras, load_before)
         Path(options.results).write_text(text)
         print(f"bench: wrote {options.results}")
     return 1 if failures else 0

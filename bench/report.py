@@ -131,6 +131,10 @@ def _number(value: float | None) -> str:
     return f"{value:.2f}"
 
 
+def _loads(loads: tuple[float, float, float]) -> str:
+    return "/".join(f"{load:.2f}" for load in loads)
+
+
 def _ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
@@ -182,9 +186,18 @@ def _wrk_version() -> str:
 
 
 def render_results(
-    rows: list[Row], command: str, plan: Plan, failures: list[str], extras: list[str]
+    rows: list[Row],
+    command: str,
+    plan: Plan,
+    failures: list[str],
+    extras: list[str],
+    load_before: tuple[float, float, float],
 ) -> str:
-    """The whole RESULTS.md: how it was run, on what, the table, and what failed."""
+    """The whole RESULTS.md: how it was run, on what, the table, and what failed.
+
+    ``load_before`` is the load average when the run began: other work on the
+    machine competes for the same cores and lowers every row.
+    """
     lines = ["# taskgate benchmark results", ""]
     lines += [f"Command: `{command}`", ""]
     lines += [
@@ -196,6 +209,11 @@ def render_results(
         "",
     ]
     lines += [f"- {line}" for line in describe_machine()]
+    after = os.getloadavg()
+    lines.append(
+        f"- load average (1/5/15 min): {_loads(load_before)} before the run, "
+        f"{_loads(after)} after it (the bench's own load included)"
+    )
     lines += ["", "## Results", "", render_markdown(rows), ""]
     if extras:
         lines += [

@@ -9,6 +9,7 @@ to have answered without errors.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shlex
@@ -101,7 +102,8 @@ def run(plan: Plan) -> tuple[list[Row], list[str], list[str]]:
         redis_url = start_redis(stack, plan.log_dir)
 
         def ceiling(inner: ExitStack, out: list[Row]) -> None:
-            out += ceiling_rows(start_ceiling(inner, plan.log_dir, web), plan)
+            base_url, meter = start_ceiling(inner, plan.log_dir, web)
+            out += ceiling_rows(base_url, plan, meter)
 
         def taskgate(inner: ExitStack, out: list[Row]) -> None:
             system = Taskgate(
@@ -115,12 +117,11 @@ def run(plan: Plan) -> tuple[list[Row], list[str], list[str]]:
 
         def celery(pool: str) -> Step:
             def step(inner: ExitStack, out: list[Row]) -> None:
-                base_url = start_celery(
+                base_url, meter = start_celery(
                     inner, redis_url, plan.log_dir, web, plan.worker_processes, pool
                 )
-                out += celery_rows(
-                    base_url, plan, pool, lambda: celery_backlog(redis_url)
-                )
+                backlog = functools.partial(celery_backlog, redis_url)
+                out += celery_rows(base_url, plan, pool, backlog, meter)
 
             return step
 

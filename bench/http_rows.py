@@ -9,10 +9,11 @@ drained: every run starts from an idle system.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from bench import probe, wrk
+from bench import cpu, probe, wrk
 from bench.plan import Plan
 from bench.procs import StartError, wait_until
 from bench.results import Row
@@ -27,16 +28,33 @@ DRAIN_TIMEOUT_S = 300.0
 
 
 def measure(
-    row: Row, load: wrk.Load, plan: Plan, before_run: Callable[[], None] | None = None
+    row: Row,
+    load: wrk.Load,
+    plan: Plan,
+    before_run: Callable[[], None] | None = None,
+    meter: cpu.Meter | None = None,
 ) -> Row:
-    """Warm up, then add one wrk sample per run to ``row``."""
+    """Warm up, then add one wrk sample per run to ``row``.
+
+    With a ``meter``, the note says how many cores each part used during the
+    runs (the warm-up and ``before_run`` excluded); wrk's own use is added.
+    """
     logger.info("measuring %s (%d x %ds)", row.label, plan.runs, load.duration_s)
     if plan.warmup_s:
         wrk.run(replace(load, duration_s=plan.warmup_s))
+    meter = {**meter, "wrk": cpu.wrk_s} if meter is not None else {}
+    used_s = dict.fromkeys(meter, 0.0)
+    elapsed_s = 0.0
     for _ in range(plan.runs):
         if before_run is not None:
             before_run()
+        before, started = cpu.read(meter), time.monotonic()
         row.samples.append(wrk.run(load))
+        after, elapsed_s = cpu.read(meter), elapsed_s + time.monotonic() - started
+        for name in meter:
+            used_s[name] += after[name] - before[name]
+    if meter:
+        row.notes.append(cpu.describe(used_s, elapsed_s))
     return row
 
 
@@ -70,7 +88,7 @@ def check_async_echo(base_url: str, what: str) -> str:
     return str(body["id"])
 
 
-def ceiling_rows(base_url: str, plan: Plan) -> list[Row]:
+def ceiling_rows(base_url: str, plan: Plan, meter: cpu.Meter) -> list[Row]:
     """The bare Flask endpoint at the chosen connections and, for latency, at one."""
     check_sync_echo(base_url, "ceiling echo")
     rows = []
@@ -80,10 +98,11 @@ def ceiling_rows(base_url: str, plan: Plan) -> list[Row]:
             _label("ceiling Flask", plan.connections),
             "req/s",
         )
-        rows.append(measure(row, echo_load(base_url, plan, plan.connections), plan))
+        load = echo_load(base_url, plan, plan.connections)
+        rows.append(measure(row, load, plan, meter=meter))
     if plan.wants("latency"):
         row = Row("ceiling@1", _label("ceiling Flask", 1), "req/s")
-        rows.append(measure(row, echo_load(base_url, plan, 1), plan))
+        rows.append(measure(row, echo_load(base_url, plan, 1), plan, meter=meter))
     return rows
 
 
@@ -100,12 +119,14 @@ def taskgate_rows(taskgate: Taskgate, plan: Plan) -> list[Row]:
             "req/s",
             baseline=f"ceiling@{plan.connections}",
         )
-        rows.append(measure(row, echo_load(base_url, plan, plan.connections), plan))
+        load = echo_load(base_url, plan, plan.connections)
+        rows.append(measure(row, load, plan, meter=taskgate.meter()))
     if plan.wants("latency"):
         row = Row(
             "sync@1", _label("taskgate sync echo", 1), "req/s", baseline="ceiling@1"
         )
-        rows.append(measure(row, echo_load(base_url, plan, 1), plan))
+        load = echo_load(base_url, plan, 1)
+        rows.append(measure(row, load, plan, meter=taskgate.meter()))
     if plan.wants("async"):
         rows += _taskgate_async_rows(taskgate, plan)
     return rows
@@ -131,7 +152,8 @@ def _taskgate_async_rows(taskgate: Taskgate, plan: Plan) -> list[Row]:
         "req/s",
         baseline=f"ceiling@{plan.connections}",
     )
-    measure(submit, echo_load(base_url, plan, plan.connections, "?wait=0"), plan, drain)
+    load = echo_load(base_url, plan, plan.connections, "?wait=0")
+    measure(submit, load, plan, drain, taskgate.meter())
     drain()
     read = Row(
         "async-get",
@@ -145,11 +167,11 @@ def _taskgate_async_rows(taskgate: Taskgate, plan: Plan) -> list[Row]:
         threads=plan.wrk_threads,
         duration_s=plan.duration_s,
     )
-    return [submit, measure(read, load, plan)]
+    return [submit, measure(read, load, plan, meter=taskgate.meter())]
 
 
 def celery_rows(
-    base_url: str, plan: Plan, pool: str, backlog: Callable[[], int]
+    base_url: str, plan: Plan, pool: str, backlog: Callable[[], int], meter: cpu.Meter
 ) -> list[Row]:
     """Celery's synchronous echo and, for prefork, its async submit."""
     check_sync_echo(base_url, f"celery {pool} sync echo")
@@ -159,7 +181,8 @@ def celery_rows(
         "req/s",
         baseline=f"ceiling@{plan.connections}",
     )
-    rows = [measure(sync, echo_load(base_url, plan, plan.connections), plan)]
+    load = echo_load(base_url, plan, plan.connections)
+    rows = [measure(sync, load, plan, meter=meter)]
     if pool == "prefork":
         check_async_echo(base_url, "celery async submit")
 
@@ -173,7 +196,7 @@ def celery_rows(
             baseline=f"ceiling@{plan.connections}",
         )
         load = echo_load(base_url, plan, plan.connections, "?wait=0")
-        rows.append(measure(submit, load, plan, drain))
+        rows.append(measure(submit, load, plan, drain, meter))
         drain()
     return rows
 

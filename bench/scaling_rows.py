@@ -49,7 +49,7 @@ def scaling_rows(taskgate: Taskgate, plan: Plan) -> list[Row]:
             plan.duration_s,
             HASH_TIMEOUT_S,
         )
-        rows.append(measure(row, load, plan))
+        rows.append(measure(row, load, plan, meter=taskgate.meter()))
     return rows
 
 

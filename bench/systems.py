@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from bench import probe
+from bench import cpu, probe
 from bench.procs import PYTHON, Service, child_env, free_port, wait_until
 from tools import redis_server
 
@@ -89,12 +89,14 @@ def start_web(
     return service, base_url
 
 
-def start_ceiling(stack: ExitStack, log_dir: Path, web: WebConfig) -> str:
-    """The bare Flask app; its base URL."""
-    _, base_url = start_web(
+def start_ceiling(
+    stack: ExitStack, log_dir: Path, web: WebConfig
+) -> tuple[str, cpu.Meter]:
+    """The bare Flask app; its base URL and CPU meter."""
+    service, base_url = start_web(
         stack, "ceiling-web", "bench.ceiling_app:app", child_env(), log_dir, web
     )
-    return base_url
+    return base_url, {"web": cpu.process_tree_s(service.pid)}
 
 
 def start_celery(
@@ -104,8 +106,8 @@ def start_celery(
     web: WebConfig,
     workers: int,
     pool: str,
-) -> str:
-    """Celery workers and their Flask front; the front's base URL.
+) -> tuple[str, cpu.Meter]:
+    """Celery workers and their Flask front; the front's base URL and CPU meter.
 
     ``pool`` is ``prefork`` (one worker with ``workers`` child processes) or
     ``gevent`` (``workers`` worker processes, each running many greenlets).
@@ -129,11 +131,13 @@ def start_celery(
             [*base, "-P", "gevent", "-c", "100", "-n", f"gevent{i}@bench", *quiet]
             for i in range(workers)
         ]
+    workers_s = []
     for index, args in enumerate(commands):
         service = Service(f"celery-{pool}-{index}", args, env, log_dir)
         stack.callback(service.stop)
+        workers_s.append(cpu.process_tree_s(service.pid))
 
-    _, base_url = start_web(
+    front, base_url = start_web(
         stack, f"celery-{pool}-web", "bench.celery_web:app", env, log_dir, web
     )
     wait_until(
@@ -144,7 +148,12 @@ def start_celery(
         "Celery workers to answer",
         interval_s=0.5,
     )
-    return base_url
+    meter: cpu.Meter = {
+        "web": cpu.process_tree_s(front.pid),
+        "celery": lambda: sum(read() for read in workers_s),
+        "redis": cpu.redis_s(redis_url),
+    }
+    return base_url, meter
 
 
 def celery_backlog(redis_url: str) -> int:

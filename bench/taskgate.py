@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from bench import probe
+from bench import cpu, probe
 from bench.procs import PYTHON, Service, child_env, free_port, wait_until
 from bench.systems import STARTUP_TIMEOUT_S, WebConfig, start_web
 from worker.store import TASK_TYPES_KEY, UNFINISHED_KEY
@@ -119,6 +119,19 @@ class Taskgate:
     def unfinished(self) -> int:
         """Tasks recorded but not finished yet."""
         return int(self._redis.zcard(UNFINISHED_KEY))
+
+    def meter(self) -> cpu.Meter:
+        """CPU readers of the web processes, the current pool, the broker and Redis."""
+
+        def pool_s() -> float:
+            return cpu.process_tree_s(self.pool.pid)() if self.pool is not None else 0.0
+
+        return {
+            "web": cpu.process_tree_s(self.web.pid),
+            "pool": pool_s,
+            "broker": cpu.process_tree_s(self.broker.pid),
+            "redis": cpu.redis_s(self.redis_url),
+        }
 
     def web_worker_pids(self) -> list[int]:
         """Process ids of gunicorn's worker processes (not the master)."""

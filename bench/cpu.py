@@ -64,11 +64,16 @@ def read(meter: Meter) -> dict[str, float]:
     return {name: reader() for name, reader in meter.items()}
 
 
-def describe(used_s: dict[str, float], elapsed_s: float) -> str:
-    """``CPU cores: web 1.20, broker 0.10, ...`` for the CPU seconds used over ``elapsed_s``."""
-    if elapsed_s <= 0:
+def describe(used_s: dict[str, float], elapsed_s: float, count: int) -> str:
+    """Cores each part used over ``elapsed_s``, and ``count`` per CPU second in all.
+
+    The second figure is robust to other work on the machine: a neighbour that
+    takes CPU lowers the rate but not the requests served per CPU second spent.
+    """
+    total_s = sum(used_s.values())
+    if elapsed_s <= 0 or total_s <= 0:
         return ""
     parts = ", ".join(
         f"{name} {seconds / elapsed_s:.2f}" for name, seconds in used_s.items()
     )
-    return f"CPU cores: {parts}"
+    return f"CPU cores: {parts}; {count / total_s:,.0f} per CPU-s"

@@ -54,7 +54,8 @@ def measure(
         for name in meter:
             used_s[name] += after[name] - before[name]
     if meter:
-        row.notes.append(cpu.describe(used_s, elapsed_s))
+        count = sum(sample.count for sample in row.samples)
+        row.notes.append(cpu.describe(used_s, elapsed_s, count))
     return row
 
 

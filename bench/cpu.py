@@ -59,21 +59,36 @@ def wrk_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all cores of the machine have been busy (any process), from /proc/stat.
+
+    Busy minus the parts' own use is what other work on the machine took
+    during a run: on a shared machine, a row with "others" near a core is
+    noisy, whatever its spread says.
+    """
+    times = psutil.cpu_times()
+    return float(times.user + times.nice + times.system + times.irq + times.softirq)
+
+
 def read(meter: Meter) -> dict[str, float]:
     """Every part's cumulative CPU seconds now."""
     return {name: reader() for name, reader in meter.items()}
 
 
-def describe(used_s: dict[str, float], elapsed_s: float, count: int) -> str:
-    """Cores each part used over ``elapsed_s``, and ``count`` per CPU second in all.
+def describe(
+    used_s: dict[str, float], machine_s: float, elapsed_s: float, count: int
+) -> str:
+    """Cores each part and all other work used over ``elapsed_s``; ``count`` per CPU-s.
 
-    The second figure is robust to other work on the machine: a neighbour that
-    takes CPU lowers the rate but not the requests served per CPU second spent.
+    ``machine_s`` is the whole machine's busy time over the same runs. The
+    count per CPU second of the parts is robust to other work on the machine: a
+    neighbour that takes CPU lowers the rate, much less this figure.
     """
     total_s = sum(used_s.values())
     if elapsed_s <= 0 or total_s <= 0:
         return ""
+    shares = {**used_s, "others": max(0.0, machine_s - total_s)}
     parts = ", ".join(
-        f"{name} {seconds / elapsed_s:.2f}" for name, seconds in used_s.items()
+        f"{name} {seconds / elapsed_s:.2f}" for name, seconds in shares.items()
     )
     return f"CPU cores: {parts}; {count / total_s:,.0f} per CPU-s"

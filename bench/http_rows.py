@@ -44,18 +44,20 @@ def measure(
         wrk.run(replace(load, duration_s=plan.warmup_s))
     meter = {**meter, "wrk": cpu.wrk_s} if meter is not None else {}
     used_s = dict.fromkeys(meter, 0.0)
-    elapsed_s = 0.0
+    machine_s = elapsed_s = 0.0
     for _ in range(plan.runs):
         if before_run is not None:
             before_run()
-        before, started = cpu.read(meter), time.monotonic()
+        before, busy, started = cpu.read(meter), cpu.machine_busy_s(), time.monotonic()
         row.samples.append(wrk.run(load))
-        after, elapsed_s = cpu.read(meter), elapsed_s + time.monotonic() - started
+        after = cpu.read(meter)
+        machine_s += cpu.machine_busy_s() - busy
+        elapsed_s += time.monotonic() - started
         for name in meter:
             used_s[name] += after[name] - before[name]
     if meter:
         count = sum(sample.count for sample in row.samples)
-        row.notes.append(cpu.describe(used_s, elapsed_s, count))
+        row.notes.append(cpu.describe(used_s, machine_s, elapsed_s, count))
     return row
 
 

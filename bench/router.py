@@ -87,9 +87,9 @@ def _drain_frontend(
             client, header, _, payload = frontend.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return
-        _, _, task_id, name, attempt, request_id, _ = orjson.loads(header)
+        _, _, task_id, name, attempt, request_id, _, _ = orjson.loads(header)
         accepted = orjson.dumps(
-            [VERSION, "accepted", task_id, name, attempt, request_id, ""]
+            [VERSION, "accepted", task_id, name, attempt, request_id, "", 0.0]
         )
         frontend.send_multipart([client, accepted, b"", b""])
         waiting.append((client, header, payload))

@@ -29,9 +29,11 @@ DRAIN_LIMIT_S = 5.0
 PAYLOAD = b'{"n":1}'
 RECORD = b'{"id":"x","name":"echo","status":"succeeded","result":{"n":1}}'
 
-_SUBMIT_PREFIX = b'[1,"submit"'
-_REPLY_PREFIX = b'[1,"reply"'
-_REJECTED_PREFIX = b'[1,"rejected"'
+_SUBMIT_PREFIX = b'[%d,"submit"' % protocol.VERSION
+_REPLY_PREFIX = b'[%d,"reply"' % protocol.VERSION
+_REJECTED_PREFIX = b'[%d,"rejected"' % protocol.VERSION
+# The end of a submit header the load sends: empty detail, no time limit.
+_SUBMIT_SUFFIX = b'"",0.0]'
 
 
 class LoadError(RuntimeError):
@@ -71,10 +73,11 @@ def drive(
 def reply_header(submit_header: bytes) -> bytes:
     """The ``reply`` header for a ``submit`` header, by slicing its encoded bytes.
 
-    ``[1,"submit",id,name,attempt,request_id,""]`` becomes
-    ``[1,"reply",id,name,attempt,request_id,"succeeded"]``.
+    ``[2,"submit",id,name,attempt,request_id,"",0.0]`` becomes
+    ``[2,"reply",id,name,attempt,request_id,"succeeded",0.0]``.
     """
-    return _REPLY_PREFIX + submit_header[len(_SUBMIT_PREFIX) : -3] + b'"succeeded"]'
+    middle = submit_header[len(_SUBMIT_PREFIX) : -len(_SUBMIT_SUFFIX)]
+    return _REPLY_PREFIX + middle + b'"succeeded",0.0]'
 
 
 class _Load:

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 # Messages handled per socket per turn, so one busy side cannot starve the other.
 BATCH = 512
+BROKER_REDIS_TIMEOUT_S = 0.5
 FINAL_STATUSES = frozenset(status.value for status in TaskStatus if status.is_final)
 
 
@@ -393,7 +394,8 @@ class Broker:
             idle = self._idle.setdefault(name, OrderedDict())
             if identity not in idle:
                 idle[identity] = None
-            self._dispatch(name)
+            if self._queues.get(name):
+                self._dispatch(name)
 
     def _send_worker(self, identity: bytes, message: Message) -> bool:
         try:
@@ -438,9 +440,10 @@ def main() -> None:
 
     settings = load()
     configure_logging(settings.log_level)
-    client = connect(
-        settings.redis_url, pool_size=4, timeout_s=settings.redis_timeout_s
-    )
+    # Recovery's Redis calls run in the routing loop: a short timeout bounds how
+    # long an unreachable Redis can hold routing up (once per recovery interval).
+    timeout_s = min(settings.redis_timeout_s, BROKER_REDIS_TIMEOUT_S)
+    client = connect(settings.redis_url, pool_size=4, timeout_s=timeout_s)
     try:
         broker = Broker(settings, TaskStore(client, settings.result_ttl_s))
     except zmq.ZMQError as exc:

@@ -11,6 +11,8 @@ import logging
 import time
 from typing import Any
 
+from gevent.event import AsyncResult
+
 from worker.errors import StoreUnavailableError, UnknownTaskError
 from worker.registry import TaskSpec
 from worker.store import TaskStore
@@ -27,7 +29,7 @@ class TaskCatalog:
         self._ttl_s = ttl_s
         self._specs: dict[str, tuple[TaskSpec, float]] = {}
         self._loaded_at: float | None = None
-        self._refreshing = False
+        self._reading: AsyncResult | None = None
 
     def spec(self, name: str) -> TaskSpec:
         """The spec of a live task name; UnknownTaskError otherwise."""
@@ -40,25 +42,29 @@ class TaskCatalog:
     def _refresh_if_due(self) -> None:
         now = time.monotonic()
         if self._loaded_at is not None and (
-            self._refreshing or now - self._loaded_at < self._refresh_s
+            self._reading is not None or now - self._loaded_at < self._refresh_s
         ):
             # Fresh enough, or another request is reading it: use the table we have.
             return
+        if self._reading is not None:
+            # No table yet and a read under way: wait for it rather than add one.
+            self._reading.get()
+            return
 
-        # Until a first table exists every request reads one: none may judge a
-        # name against an empty table.
-        self._refreshing = True
+        reading = self._reading = AsyncResult()
         try:
             table = self._store.read_task_types()
-        except StoreUnavailableError:
+            self._specs = {name: _entry(spec) for name, spec in table.items()}
+            self._loaded_at = now
+        except StoreUnavailableError as exc:
+            reading.set_exception(exc)
             if self._loaded_at is None:
                 raise
             logger.warning("task catalog not refreshed: Redis unavailable")
-            return
         finally:
-            self._refreshing = False
-        self._specs = {name: _entry(spec) for name, spec in table.items()}
-        self._loaded_at = now
+            self._reading = None
+            if not reading.ready():
+                reading.set(None)
 
 
 def _entry(announced: dict[str, Any]) -> tuple[TaskSpec, float]:

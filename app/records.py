@@ -1,10 +1,11 @@
 """Batched creation of task records in the web process.
 
 Every accepted task needs its ``queued`` record in Redis before it is sent to the
-broker, one round trip each. Under load, one greenlet per process writes all the
-records that requests asked for since its last write in one transaction, so a
-thousand concurrent submits cost a few round trips, not a thousand; alone, a
-request waits only for its own write plus one greenlet switch.
+broker, one round trip each. Requests write records leader-and-follower style: a
+request that finds no write under way writes its record itself, and with it every
+record that other requests ask for meanwhile, in one transaction per round. So a
+lone request pays one round trip and no extra greenlet switch, and a thousand
+concurrent submits cost a few round trips, not a thousand.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 import logging
 
 import gevent
-from gevent.event import AsyncResult, Event
+from gevent.event import AsyncResult
 
 from worker.errors import StoreUnavailableError
 from worker.store import NewTask, TaskStore
 
 logger = logging.getLogger(__name__)
 
-# The most records one transaction carries; more wait for the next one.
+# The most records one transaction carries; more go in the next round.
 MAX_BATCH = 500
 
 
@@ -28,35 +29,36 @@ class RecordWriter:
 
     def __init__(self, store: TaskStore, timeout_s: float) -> None:
         self._store = store
-        # A write waits its turn behind at most one batch, and each batch is
-        # bounded by the Redis timeout: past both, something is wrong.
-        self._timeout_s = 2 * timeout_s + 1
+        # A write waits its turn behind at most a few rounds, each bounded by
+        # the Redis timeout: past that, something is wrong.
+        self._timeout_s = 3 * timeout_s + 1
         self._pending: list[tuple[NewTask, AsyncResult]] = []
-        self._wake = Event()
-        self._writer = gevent.spawn(self._write_forever)
+        self._writing = False
 
     def create(self, task: NewTask) -> None:
         """Write ``task``'s record; StoreUnavailableError if Redis did not take it."""
         written = AsyncResult()
         self._pending.append((task, written))
-        self._wake.set()
+        if not self._writing:
+            self._write_pending()
         try:
             written.get(timeout=self._timeout_s)
         except gevent.Timeout:
             raise StoreUnavailableError("the record was not written in time") from None
 
-    def close(self) -> None:
-        """Stop the writer greenlet."""
-        self._writer.kill(block=False)
-
-    def _write_forever(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
+    def _write_pending(self) -> None:
+        """Write rounds until nothing is pending; others queue up while a round runs."""
+        self._writing = True
+        try:
             while self._pending:
                 batch = self._pending[:MAX_BATCH]
                 del self._pending[:MAX_BATCH]
                 self._write(batch)
+        finally:
+            self._writing = False
+            if self._pending:
+                # This greenlet was killed mid-round: hand over to a fresh one.
+                gevent.spawn(self._write_pending)
 
     def _write(self, batch: list[tuple[NewTask, AsyncResult]]) -> None:
         try:

@@ -4,7 +4,9 @@ This is the claim in the README ("one web process holds thousands of waiting
 requests"): every request waits ``sleep_s`` seconds for its task, so all N are
 open at once. It only means something when the worker pool runs many tasks per
 process, the gevent mode (``TASKGATE_WORKER_MODE=gevent``) that is being added to
-the product. When the running product does not know that setting, or its tasks
+the product. Each worker process then runs up to N / worker processes tasks at
+once (``TASKGATE_WORKER_CONCURRENCY``), so the pool as a whole holds all N. When
+the running product does not know that setting, or its tasks
 do not run concurrently, the rows say so instead of failing. In smoke mode the
 client and the memory sampler are still exercised, on as many requests as there
 are worker processes.
@@ -88,8 +90,14 @@ def concurrency_rows(stack: ExitStack, redis_url: str, plan: Plan) -> list[Row]:
 def _gevent_settings(plan: Plan) -> dict[str, str]:
     return {
         "TASKGATE_WORKER_MODE": "gevent",
-        # The wait must outlast the sleep plus the dispatch of every task.
-        "TASKGATE_WAIT_DEFAULT_S": "25",
+        "TASKGATE_WORKER_CONCURRENCY": str(
+            -(-max(plan.concurrency) // plan.worker_processes)
+        ),
+        # The wait must outlast the sleep plus the dispatch of every task, which
+        # for 10,000 requests on one process takes seconds of its CPU; this row
+        # is about holding requests, not about a router's 30 s cut.
+        "TASKGATE_WAIT_MAX_S": "120",
+        "TASKGATE_WAIT_DEFAULT_S": "120",
         "TASKGATE_QUEUE_LIMIT": str(2 * max(plan.concurrency)),
         **plan.worker_env,
     }

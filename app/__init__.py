@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask
 
+from app.auth import install_auth
 from app.errors import register_error_handlers
 from app.routes import api
 from app.services import Services
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["TASKGATE_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["taskgate"] = Services(settings)
+    install_auth(app, settings.api_key_list)
     app.register_blueprint(api)
     register_error_handlers(app, settings.retry_after_s)
     return app

@@ -30,12 +30,20 @@ PROBLEM_JSON = "application/problem+json"
 class RequestError(Exception):
     """A request the API refuses, with the problem to answer."""
 
-    def __init__(self, status: int, slug: str, title: str, detail: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.slug = slug
         self.title = title
         self.detail = detail
+        self.headers = headers
 
 
 def problem(
@@ -63,7 +71,7 @@ def register_error_handlers(app: Flask, retry_after_s: int) -> None:
 
     @app.errorhandler(RequestError)
     def refused(exc: RequestError) -> Response:
-        return problem(exc.status, exc.slug, exc.title, exc.detail)
+        return problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers)
 
     @app.errorhandler(UnknownTaskError)
     def unknown_task(exc: UnknownTaskError) -> Response:

@@ -23,7 +23,14 @@ from flask import Blueprint, Response, current_app
 from gevent.event import Event
 
 from app.errors import RequestError, problem
-from app.params import json_object_body, seconds_param
+from app.params import (
+    BodyLimits,
+    json_object_body,
+    optional_seconds_param,
+    seconds_param,
+)
+from app.prefer import decide_wait, read_preferences
+from app.retry import retry_after_s
 from app.services import Clients, Services
 from conf.settings import Settings
 from worker.errors import TaskFinishedError
@@ -45,21 +52,35 @@ def healthz() -> Response:
 def submit_task(name: str) -> Response:
     """Run task ``name`` with the body's members as keyword arguments."""
     settings = _settings()
-    wait_s = seconds_param("wait", settings.wait_default_s, settings.wait_max_s)
+    wait_s, applied = decide_wait(
+        optional_seconds_param("wait"),
+        read_preferences(),
+        settings.wait_default_s,
+        settings.wait_max_s,
+    )
     time_limit_s = seconds_param("time_limit", 0.0, math.inf, positive=True)
-    if not TASK_NAME.match(name):
+    if len(name) > settings.max_task_name_chars or not TASK_NAME.match(name):
         raise RequestError(
-            404, "unknown-task", "Unknown task", f"task names match {TASK_NAME.pattern}"
+            404,
+            "unknown-task",
+            "Unknown task",
+            f"task names match {TASK_NAME.pattern} and have at most "
+            f"{settings.max_task_name_chars} characters",
         )
-    body, arguments = json_object_body(settings.max_body_bytes)
-    return _run(name, body, arguments, wait_s, time_limit_s, _clients())
+    body, arguments = json_object_body(_body_limits(settings))
+    response = _run(name, body, arguments, wait_s, time_limit_s, _clients())
+    # The answer's status depends on the Prefer header: caches must key on it.
+    response.vary.add("Prefer")
+    if applied:
+        response.headers["Preference-Applied"] = ", ".join(applied)
+    return response
 
 
 @api.post("/api/process")
 def process_alias() -> Response:
     """The origin document's endpoint: the ``process`` task, answered with its result."""
     settings = _settings()
-    body, arguments = json_object_body(settings.max_body_bytes)
+    body, arguments = json_object_body(_body_limits(settings))
     response = _run(
         "process", body, arguments, settings.wait_default_s, 0.0, _clients()
     )
@@ -220,7 +241,7 @@ def _accepted(clients: Clients, task_id: str, name: str, polled: bool) -> Respon
         )
     headers = {
         "Location": f"/v1/tasks/{task_id}",
-        "Retry-After": str(_settings().retry_after_s),
+        "Retry-After": str(retry_after_s(fields, _settings().retry_after_s)),
     }
     return Response(body, 202, headers=headers, mimetype="application/json")
 
@@ -251,6 +272,12 @@ def _no_such_task(task_id: str) -> RequestError:
 
 def _json(value: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(value), status, mimetype="application/json")
+
+
+def _body_limits(settings: Settings) -> BodyLimits:
+    return BodyLimits(
+        settings.max_body_bytes, settings.max_json_depth, settings.max_json_items
+    )
 
 
 def _settings() -> Settings:

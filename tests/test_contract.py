@@ -1,0 +1,267 @@
+"""The HTTP contract against real processes: auth, Prefer, limits, hostile input.
+
+One stack for the module, with API keys set, so every request here also proves
+that a valid key is accepted.
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from tests.conftest import RedisServer, Stack
+
+pytestmark = pytest.mark.slow
+
+KEY = "test-key-0123456789abcdef"
+OTHER_KEY = "other-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+JSON = {"Content-Type": "application/json", **AUTH}
+
+
+@pytest.fixture(scope="module")
+def keyed(
+    redis_server_instance: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A stack on database 2 that requires a bearer key."""
+    redis_url = redis_server_instance.url(2)
+    redis.Redis.from_url(redis_url).flushdb()
+    running = Stack(
+        redis_url,
+        tmp_path_factory.mktemp("keyed-logs"),
+        TASKGATE_API_KEYS=f"{KEY}, {OTHER_KEY}",
+        TASKGATE_MAX_JSON_DEPTH="8",
+        TASKGATE_MAX_JSON_ITEMS="50",
+        TASKGATE_MAX_BODY_BYTES="65536",
+    )
+    try:
+        yield running.start_all()
+    finally:
+        running.stop_all()
+
+
+def post(stack, path, body, headers=None, timeout=30, **params):
+    return requests.post(
+        stack.url(path),
+        json=body,
+        params=params,
+        headers={**AUTH, **(headers or {})},
+        timeout=timeout,
+    )
+
+
+def assert_still_working(stack):
+    response = post(stack, "/v1/tasks/echo", {"ok": True})
+    assert response.status_code == 200, response.text
+    assert response.json()["result"] == {"ok": True}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "problem_type"),
+    [
+        ({}, 401, "/problems/unauthorized"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, 401, "/problems/unauthorized"),
+        ({"Authorization": "Bearer"}, 401, "/problems/unauthorized"),
+        ({"Authorization": "Bearer wrong-key-0123456789"}, 403, "/problems/forbidden"),
+        ({"Authorization": f"Bearer {KEY}x"}, 403, "/problems/forbidden"),
+    ],
+)
+def test_api_routes_need_a_valid_bearer_key(keyed, headers, status, problem_type):
+    for method, path in (
+        ("POST", "/v1/tasks/echo"),
+        ("GET", "/v1/tasks/" + "0" * 32),
+        ("POST", "/api/process"),
+    ):
+        response = requests.request(
+            method, keyed.url(path), json={}, headers=headers, timeout=10
+        )
+        assert response.status_code == status, (method, path)
+        assert response.json()["type"] == problem_type
+        if status == 401:
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_every_configured_key_works_and_health_stays_open(keyed):
+    other = {"Authorization": f"bearer {OTHER_KEY}"}
+    response = post(keyed, "/v1/tasks/echo", {"n": 1}, headers=other)
+    assert response.status_code == 200
+    assert requests.get(keyed.url("/healthz"), timeout=5).status_code == 200
+
+
+def test_prefer_respond_async_answers_202_at_once(keyed):
+    started = time.monotonic()
+    response = post(
+        keyed, "/v1/tasks/sleep", {"seconds": 2}, headers={"Prefer": "respond-async"}
+    )
+
+    assert response.status_code == 202
+    assert time.monotonic() - started < 1.5
+    assert response.headers["Preference-Applied"] == "respond-async"
+    assert "Prefer" in response.headers["Vary"]
+    assert response.headers["Location"] == f"/v1/tasks/{response.json()['id']}"
+
+
+def test_prefer_wait_sets_the_synchronous_wait(keyed):
+    response = post(
+        keyed, "/v1/tasks/sleep", {"seconds": 3}, headers={"Prefer": "wait=0.5"}
+    )
+    assert response.status_code == 202
+    assert response.headers["Preference-Applied"] == "wait=0.5"
+    assert int(response.headers["Retry-After"]) >= 1
+
+    quick = post(keyed, "/v1/tasks/echo", {"a": 1}, headers={"Prefer": "wait=5"})
+    assert quick.status_code == 200
+    assert quick.headers["Preference-Applied"] == "wait=5"
+    assert "Prefer" in quick.headers["Vary"]
+
+
+def test_query_wait_wins_over_prefer_and_the_first_of_duplicates_counts(keyed):
+    query = post(
+        keyed, "/v1/tasks/echo", {}, headers={"Prefer": "respond-async"}, wait="5"
+    )
+    assert query.status_code == 200
+    assert "Preference-Applied" not in query.headers
+
+    # requests folds repeated headers; http.client sends each one as given.
+    connection = http.client.HTTPConnection("127.0.0.1", int(keyed.env["PORT"]), 10)
+    connection.putrequest("POST", "/v1/tasks/echo")
+    for name, value in [
+        ("Content-Type", "application/json"),
+        ("Authorization", f"Bearer {KEY}"),
+        ("Content-Length", "2"),
+        ("Prefer", "wait=5, wait=0"),
+        ("Prefer", "wait=0"),
+    ]:
+        connection.putheader(name, value)
+    connection.endheaders(b"{}")
+    duplicated = connection.getresponse()
+    duplicated.read()
+    connection.close()
+    assert duplicated.status == 200
+    assert duplicated.headers["Preference-Applied"] == "wait=5"
+
+
+def test_unreadable_preferences_are_ignored(keyed):
+    response = post(
+        keyed, "/v1/tasks/echo", {}, headers={"Prefer": "wait=soon, frobnicate"}
+    )
+    assert response.status_code == 200
+    assert "Preference-Applied" not in response.headers
+
+
+def test_retry_after_follows_the_progress_of_a_running_task(keyed):
+    accepted = post(
+        keyed,
+        "/v1/tasks/countdown",
+        {"steps": 10, "interval_s": 0.5},
+        headers={"Prefer": "wait=1.6"},
+    )
+    assert accepted.status_code == 202
+    # About 3 of 10 steps done in 1.6 s: some 3 to 4 s remain.
+    assert 2 <= int(accepted.headers["Retry-After"]) <= 6
+    requests.delete(keyed.url(accepted.headers["Location"]), headers=AUTH, timeout=5)
+
+
+DEEP = b'{"a": ' + b"[" * 9 + b"]" * 9 + b"}"
+WIDE = b'{"a": [' + b",".join([b"1"] * 60) + b"]}"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "status", "problem_type"),
+    [
+        ("/v1/tasks/echo", b"{not json", "application/json", 400, "invalid-body"),
+        ("/v1/tasks/echo", b"", "application/json", 400, "invalid-body"),
+        ("/v1/tasks/echo", b"null", "application/json", 400, "invalid-body"),
+        ("/v1/tasks/echo", b"[1]", "application/json", 400, "invalid-body"),
+        ("/v1/tasks/echo", b'"s"', "application/json", 400, "invalid-body"),
+        ("/v1/tasks/echo", b"{}", "text/plain", 415, "unsupported-media-type"),
+        ("/v1/tasks/echo", b"{}", "application/xml", 415, "unsupported-media-type"),
+        ("/v1/tasks/echo", b"x" * 70_000, "application/json", 413, None),
+        ("/v1/tasks/echo", DEEP, "application/json", 400, "invalid-body"),
+        ("/v1/tasks/echo", b"[" * 5000, "application/json", 400, "invalid-body"),
+        ("/v1/tasks/echo", WIDE, "application/json", 400, "invalid-body"),
+        (
+            "/v1/tasks/echo",
+            b'{"a": "\\ud800"}',
+            "application/json",
+            400,
+            "invalid-body",
+        ),
+        ("/v1/tasks/echo", b'{"a": "\x00"}', "application/json", 400, "invalid-body"),
+        ("/v1/tasks/echo", b'{"a"\x00: 1}', "application/json", 400, "invalid-body"),
+        ("/v1/tasks/" + "e" * 65, b"{}", "application/json", 404, "unknown-task"),
+        ("/v1/tasks/" + "e" * 3000, b"{}", "application/json", 404, "unknown-task"),
+        ("/v1/tasks/echo?wait=-1", b"{}", "application/json", 400, "invalid-wait"),
+        ("/v1/tasks/echo?wait=1e99", b"{}", "application/json", 400, "invalid-wait"),
+        (
+            "/v1/tasks/echo?wait=99999999999",
+            b"{}",
+            "application/json",
+            400,
+            "invalid-wait",
+        ),
+        ("/v1/tasks/echo?wait=inf", b"{}", "application/json", 400, "invalid-wait"),
+        ("/v1/tasks/echo?wait=%00", b"{}", "application/json", 400, "invalid-wait"),
+    ],
+)
+def test_hostile_bodies_get_their_problem_and_the_service_stays_up(
+    keyed, path, body, content_type, status, problem_type
+):
+    response = requests.post(
+        keyed.url(path),
+        data=body,
+        headers={"Content-Type": content_type, **AUTH},
+        timeout=10,
+    )
+
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/problem+json"
+    problem = response.json()
+    expected = f"/problems/{problem_type}" if problem_type else "about:blank"
+    assert problem["type"] == expected
+    assert problem["status"] == status
+    assert_still_working(keyed)
+
+
+def test_escaped_nul_is_an_ordinary_character(keyed):
+    response = post(keyed, "/v1/tasks/echo", {"a": "x\x00y"})
+    assert response.status_code == 200
+    assert response.json()["result"] == {"a": "x\x00y"}
+
+
+@pytest.mark.parametrize(
+    "task_id", ["0" * 32, "not-ours", "A" * 32, "f" * 31, "x" * 3000, "%00", "%2e%2e"]
+)
+def test_ids_that_are_not_ours_are_404(keyed, task_id):
+    response = requests.get(keyed.url(f"/v1/tasks/{task_id}"), headers=AUTH, timeout=5)
+    assert response.status_code == 404
+    assert response.json()["type"] == "/problems/unknown-task-id"
+    assert_still_working(keyed)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/v1/tasks/echo", "POST"),
+        ("PATCH", "/v1/tasks/" + "0" * 32, "GET"),
+        ("DELETE", "/api/process", "POST"),
+        ("POST", "/healthz", "GET"),
+    ],
+)
+def test_unknown_methods_are_405_with_allow(keyed, method, path, allowed):
+    response = requests.request(method, keyed.url(path), headers=AUTH, timeout=5)
+    assert response.status_code == 405
+    assert allowed in response.headers["Allow"]
+    assert response.json()["status"] == 405
+    assert_still_working(keyed)
+
+
+def test_api_process_is_the_alias_under_the_same_key(keyed, tmp_path: Path):
+    response = post(keyed, "/api/process", {"data": "hi"})
+    assert response.json() == {"processed": True, "result": "Processed: hi"}

@@ -8,6 +8,7 @@ from flask import Flask
 
 from app.auth import install_auth
 from app.errors import register_error_handlers
+from app.listing import listing
 from app.routes import api
 from app.services import Services
 from conf.logging import configure_logging
@@ -27,5 +28,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["taskgate"] = Services(settings)
     install_auth(app, settings.api_key_list)
     app.register_blueprint(api)
+    app.register_blueprint(listing)
     register_error_handlers(app, settings.retry_after_s)
     return app

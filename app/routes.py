@@ -23,6 +23,7 @@ from flask import Blueprint, Response, current_app
 from gevent.event import Event
 
 from app.errors import RequestError, problem
+from app.idempotency import key_reused_error, read_idempotency
 from app.params import (
     BodyLimits,
     json_object_body,
@@ -35,7 +36,7 @@ from app.services import Clients, Services
 from conf.settings import Settings
 from worker.errors import TaskFinishedError
 from worker.registry import TASK_NAME
-from worker.store import TaskStatus, record_json
+from worker.store import Idempotency, TaskStatus, record_json
 
 api = Blueprint("api", __name__)
 
@@ -68,7 +69,10 @@ def submit_task(name: str) -> Response:
             f"{settings.max_task_name_chars} characters",
         )
     body, arguments = json_object_body(_body_limits(settings))
-    response = _run(name, body, arguments, wait_s, time_limit_s, _clients())
+    idempotency = read_idempotency(name, arguments, settings.idempotency_ttl_s)
+    response = _run(
+        name, body, arguments, wait_s, time_limit_s, _clients(), idempotency
+    )
     # The answer's status depends on the Prefer header: caches must key on it.
     response.vary.add("Prefer")
     if applied:
@@ -135,19 +139,24 @@ def _run(
     wait_s: float,
     time_limit_s: float,
     clients: Clients,
+    idempotency: Idempotency | None = None,
 ) -> Response:
     spec = clients.catalog.spec(name)
     spec.check(arguments)
     if spec.time_limit_s > 0:
         time_limit_s = min(time_limit_s or spec.time_limit_s, spec.time_limit_s)
     task_id = uuid.uuid4().hex
-    clients.store.create(task_id, name, body, max(1, spec.max_attempts), time_limit_s)
+    created = clients.store.create(
+        task_id, name, body, max(1, spec.max_attempts), time_limit_s, idempotency
+    )
+    if not created.created:
+        return _replay(clients, created.existing, idempotency, wait_s)
     # Watch before sending: the task may end before the broker's reply comes
     # back, or its reply may be lost with a broker restart; Redis still says.
     finished = clients.watcher.watch(task_id) if wait_s > 0 else None
     try:
         record = _submit_and_wait(
-            clients, task_id, name, body, time_limit_s, wait_s, finished
+            clients, task_id, name, body, time_limit_s, wait_s, finished, idempotency
         )
     finally:
         if finished is not None:
@@ -158,6 +167,31 @@ def _run(
     return _finished(record)
 
 
+def _replay(
+    clients: Clients, existing: str, idempotency: Idempotency | None, wait_s: float
+) -> Response:
+    """Answer a repeated Idempotency-Key with the task the first request made."""
+    task_id, _, digest = existing.partition(":")
+    if idempotency is None or digest != idempotency.request_digest:
+        raise key_reused_error()
+    # The key expires no later than the record (TTL setting check), so the
+    # record is there; it may end while we wait, like a long-poll.
+    fields = clients.store.get(task_id)
+    if fields is not None and wait_s > 0:
+        fields = _wait_finished(clients, task_id, wait_s) or fields
+    if fields is None:
+        raise _no_such_task(task_id)
+    if TaskStatus(fields[b"status"].decode()).is_final:
+        return _finished(record_json(fields))
+    headers = {
+        "Location": f"/v1/tasks/{task_id}",
+        "Retry-After": str(retry_after_s(fields, _settings().retry_after_s)),
+    }
+    return Response(
+        record_json(fields), 202, headers=headers, mimetype="application/json"
+    )
+
+
 def _submit_and_wait(
     clients: Clients,
     task_id: str,
@@ -166,13 +200,15 @@ def _submit_and_wait(
     time_limit_s: float,
     wait_s: float,
     finished: Event | None,
+    idempotency: Idempotency | None,
 ) -> bytes | None:
     """Send the task; return its final record if it ends within ``wait_s``."""
     try:
         ticket = clients.dispatcher.submit(task_id, name, body, time_limit_s)
     except Exception:
-        # The client never hears of this id; a stale record would only confuse.
-        clients.store.discard(task_id)
+        # The client never hears of this id; a stale record would only confuse,
+        # and the key must be free for the client's retry.
+        clients.store.discard(task_id, name, idempotency)
         raise
 
     try:

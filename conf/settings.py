@@ -141,6 +141,12 @@ def load() -> Settings:
         name = _variable_name(str(error["loc"][0]) if error["loc"] else "?")
         sys.exit(f"taskgate: invalid setting {name}: {error['msg']}")
 
+    if settings.idempotency_ttl_s > settings.result_ttl_s:
+        # A key must not outlive the record it names.
+        sys.exit(
+            "taskgate: invalid setting TASKGATE_IDEMPOTENCY_TTL_S: exceeds "
+            "TASKGATE_RESULT_TTL_S"
+        )
     if settings.wait_default_s > settings.wait_max_s:
         sys.exit(
             "taskgate: invalid setting TASKGATE_WAIT_DEFAULT_S: exceeds TASKGATE_WAIT_MAX_S"

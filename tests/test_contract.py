@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -265,3 +266,105 @@ def test_unknown_methods_are_405_with_allow(keyed, method, path, allowed):
 def test_api_process_is_the_alias_under_the_same_key(keyed, tmp_path: Path):
     response = post(keyed, "/api/process", {"data": "hi"})
     assert response.json() == {"processed": True, "result": "Processed: hi"}
+
+
+def test_one_idempotency_key_under_concurrent_duplicates_makes_one_task(keyed):
+    key = f"key-{time.monotonic_ns()}"
+    headers = {"Idempotency-Key": key, "Prefer": "respond-async"}
+
+    def submit(_):
+        return post(keyed, "/v1/tasks/sleep", {"seconds": 0.5}, headers=headers)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(submit, range(20)))
+
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json()["id"] for r in responses}) == 1
+    task_id = responses[0].json()["id"]
+    same_args = requests.post(
+        keyed.url("/v1/tasks/sleep"),
+        data=b'{ "seconds" :0.5 }',
+        headers={**JSON, "Idempotency-Key": key, "Prefer": "wait=5"},
+        timeout=10,
+    )
+    assert same_args.status_code == 200
+    assert same_args.json()["id"] == task_id
+    assert same_args.json()["status"] == "succeeded"
+
+
+def test_an_idempotency_key_with_another_body_is_422(keyed):
+    key = f"key-{time.monotonic_ns()}"
+    first = post(keyed, "/v1/tasks/echo", {"a": 1}, headers={"Idempotency-Key": key})
+    assert first.status_code == 200
+
+    for name, body in (("echo", {"a": 2}), ("process", {"data": "x"})):
+        again = post(keyed, f"/v1/tasks/{name}", body, headers={"Idempotency-Key": key})
+        assert again.status_code == 422
+        assert again.json()["type"] == "/problems/idempotency-key-reused"
+    bad = post(keyed, "/v1/tasks/echo", {}, headers={"Idempotency-Key": "a b"})
+    assert bad.status_code == 400
+    assert bad.json()["type"] == "/problems/invalid-idempotency-key"
+
+
+def list_tasks(stack, **params):
+    response = requests.get(
+        stack.url("/v1/tasks"), params=params, headers=AUTH, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_listing_is_newest_first_filtered_and_paginated(keyed):
+    marker = f"m{time.monotonic_ns()}"
+    ids = [
+        post(keyed, "/v1/tasks/echo", {"marker": marker, "n": n}).json()["id"]
+        for n in range(5)
+    ]
+    failed = post(keyed, "/v1/tasks/fail", {"message": marker}).json()["task_id"]
+
+    newest = list_tasks(keyed, limit="3").json()
+    assert [t["id"] for t in newest["tasks"]] == [failed, *ids[::-1][:2]]
+
+    seen = []
+    cursor = None
+    for _ in range(50):
+        params = {"name": "echo", "limit": "2"}
+        if cursor:
+            params["cursor"] = cursor
+        response = list_tasks(keyed, **params)
+        page = response.json()
+        assert all(t["name"] == "echo" for t in page["tasks"])
+        seen += [t["id"] for t in page["tasks"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            assert "Link" not in response.headers
+            break
+        assert 'rel="next"' in response.headers["Link"]
+    assert seen[:5] == ids[::-1]
+    assert len(seen) == len(set(seen))
+
+    failures = list_tasks(keyed, status="failed").json()["tasks"]
+    assert failed in [t["id"] for t in failures]
+    assert all(t["status"] == "failed" for t in failures)
+    succeeded = list_tasks(keyed, status="succeeded", name="fail").json()
+    assert succeeded == {"tasks": [], "next_cursor": None}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"status": "done"},
+        {"name": "bad name"},
+        {"limit": "0"},
+        {"limit": "101"},
+        {"limit": "-1"},
+        {"cursor": "garbage"},
+        {"cursor": "MTox"},
+    ],
+)
+def test_listing_refuses_bad_queries(keyed, query):
+    response = requests.get(
+        keyed.url("/v1/tasks"), params=query, headers=AUTH, timeout=10
+    )
+    assert response.status_code == 400
+    assert response.json()["type"] == "/problems/invalid-query"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +37,12 @@ PREFIX = "taskgate:"
 UNFINISHED_KEY = PREFIX + "unfinished"
 TASK_TYPES_KEY = PREFIX + "task-types"
 FINISHED_CHANNEL = PREFIX + "finished"
+# Ids of tasks that started, reported progress or went back to the queue.
+CHANGED_CHANNEL = PREFIX + "changed"
+# Listing indexes, scored by creation time: every task, per name, per status.
+ALL_INDEX_KEY = PREFIX + "index:all"
+# Expired entries a create drops from the oldest end of the indexes it touches.
+TRIM_PER_CREATE = 4
 
 # Redis errors that mean "not reachable right now", as opposed to a bug.
 REDIS_DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError)
@@ -62,6 +68,21 @@ class TaskStatus(StrEnum):
 def task_key(task_id: str) -> str:
     """The hash that holds one task's record."""
     return PREFIX + "task:" + task_id
+
+
+def name_index_key(name: str) -> str:
+    """The listing index of one task name."""
+    return PREFIX + "index:name:" + name
+
+
+def status_index_key(status: str) -> str:
+    """The listing index of one status."""
+    return PREFIX + "index:status:" + status
+
+
+def idempotency_key(digest: str) -> str:
+    """Where an Idempotency-Key (by its digest) names the task it created."""
+    return PREFIX + "idempotency:" + digest
 
 
 def connect(url: str, pool_size: int, timeout_s: float) -> redis.Redis:
@@ -108,6 +129,34 @@ class Cancellation:
 
 
 @dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A client's Idempotency-Key, as digests, with how long it holds."""
+
+    key_digest: str
+    request_digest: str
+    ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """What a create did: made ``task_id``, or found ``existing`` for the same key.
+
+    ``existing`` is the stored ``<task id>:<request digest>`` of the first request.
+    """
+
+    created: bool
+    existing: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListedPage:
+    """One page of a listing, newest first, and where the next page starts."""
+
+    records: list[dict[bytes, bytes]]
+    next_cursor: tuple[float, str] | None
+
+
+@dataclass(frozen=True, slots=True)
 class UnfinishedTask:
     """An unfinished record, as recovery reads it."""
 
@@ -132,6 +181,8 @@ class TaskStore:
     def __init__(self, client: redis.Redis, result_ttl_s: int) -> None:
         self._client = client
         self._result_ttl_s = result_ttl_s
+        self._create = client.register_script(scripts.CREATE)
+        self._discard = client.register_script(scripts.DISCARD)
         self._start = client.register_script(scripts.START)
         self._progress = client.register_script(scripts.PROGRESS)
         self._finish = client.register_script(scripts.FINISH)
@@ -150,34 +201,123 @@ class TaskStore:
         args: bytes,
         max_attempts: int = 1,
         time_limit_s: float = 0.0,
-    ) -> None:
-        """Write a ``queued`` record and index it, in one transaction."""
-        now = time.time()
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hset(
-            task_key(task_id),
-            mapping={
-                "id": task_id,
-                "name": name,
-                "status": TaskStatus.QUEUED.value,
-                "created_at": repr(now),
-                "attempts": 0,
-                "max_attempts": max_attempts,
-                "time_limit_s": repr(time_limit_s),
-                "args": args,
-            },
-        )
-        pipe.zadd(UNFINISHED_KEY, {task_id: now})
-        with _translate_errors():
-            pipe.execute()
+        idempotency: Idempotency | None = None,
+    ) -> Created:
+        """Write a ``queued`` record and index it, atomically.
 
-    def discard(self, task_id: str) -> None:
-        """Remove a record the client was never told about (the broker refused it)."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.delete(task_key(task_id))
-        pipe.zrem(UNFINISHED_KEY, task_id)
+        With ``idempotency``, the key is claimed in the same script, before the
+        record exists: of simultaneous requests with one key exactly one creates.
+        """
+        value = f"{task_id}:{idempotency.request_digest}" if idempotency else ""
+        keys = [
+            task_key(task_id),
+            UNFINISHED_KEY,
+            ALL_INDEX_KEY,
+            name_index_key(name),
+            status_index_key(TaskStatus.QUEUED),
+            status_index_key(TaskStatus.SUCCEEDED),
+            status_index_key(TaskStatus.FAILED),
+            status_index_key(TaskStatus.CANCELLED),
+            idempotency_key(idempotency.key_digest) if idempotency else "",
+        ]
+        args_: list[ScriptArg] = [
+            task_id,
+            name,
+            repr(time.time()),
+            max_attempts,
+            repr(time_limit_s),
+            args,
+            value,
+            idempotency.ttl_s if idempotency else 0,
+            task_key(""),
+            TRIM_PER_CREATE,
+        ]
         with _translate_errors():
-            pipe.execute()
+            found = self._create(keys=keys, args=args_)
+        if found[0] == b"created":
+            return Created(True)
+        return Created(False, found[1].decode())
+
+    def discard(
+        self, task_id: str, name: str, idempotency: Idempotency | None = None
+    ) -> None:
+        """Remove a record the client was never told about (the broker refused it)."""
+        keys = [
+            task_key(task_id),
+            UNFINISHED_KEY,
+            ALL_INDEX_KEY,
+            name_index_key(name),
+            status_index_key(TaskStatus.QUEUED),
+            idempotency_key(idempotency.key_digest) if idempotency else task_key(""),
+        ]
+        with _translate_errors():
+            self._discard(keys=keys, args=[task_id])
+
+    def list_page(
+        self,
+        index: str,
+        cursor: tuple[float, str] | None,
+        limit: int,
+        keep: Callable[[dict[bytes, bytes]], bool],
+        max_scanned: int,
+    ) -> ListedPage:
+        """Up to ``limit`` records from ``index``, newest first, that ``keep`` accepts.
+
+        ``cursor`` is the (score, id) of the last entry the previous page
+        scanned. At most ``max_scanned`` entries are read: a page can come back
+        short with a cursor, when many entries were filtered out. Entries whose
+        record expired are dropped from ``index`` on the way.
+        """
+        records: list[dict[bytes, bytes]] = []
+        last: tuple[float, str] | None = cursor
+        scanned = 0
+        exhausted = False
+        while len(records) < limit and scanned < max_scanned and not exhausted:
+            batch = min(max_scanned - scanned, max(limit - len(records), 10) * 2)
+            entries = self._entries_before(index, last, batch)
+            exhausted = len(entries) < batch
+            if not entries:
+                break
+            with _translate_errors():
+                pipe = self._client.pipeline(transaction=False)
+                for member, _ in entries:
+                    pipe.hgetall(task_key(member))
+                rows: list[dict[bytes, bytes]] = pipe.execute()
+            expired = []
+            for (member, score), fields in zip(entries, rows, strict=True):
+                scanned += 1
+                last = (score, member)
+                if not fields:
+                    expired.append(member)
+                elif keep(fields):
+                    records.append(fields)
+                    if len(records) == limit:
+                        exhausted = exhausted and member == entries[-1][0]
+                        break
+            if expired:
+                with _translate_errors():
+                    self._client.zrem(index, *expired)
+        return ListedPage(records, None if exhausted else last)
+
+    def _entries_before(
+        self, index: str, cursor: tuple[float, str] | None, count: int
+    ) -> list[tuple[str, float]]:
+        """Entries after ``cursor`` in newest-first order (score desc, id desc)."""
+        top = "+inf" if cursor is None else repr(cursor[0])
+        # Entries sharing the cursor's score come in descending id order; the
+        # ones at or above the cursor's id were on earlier pages.
+        skip = 0
+        if cursor is not None:
+            with _translate_errors():
+                same: list[bytes] = self._client.zrangebyscore(  # type: ignore[assignment]
+                    index, top, top
+                )
+            skip = sum(1 for member in same if member.decode() >= cursor[1])
+        with _translate_errors():
+            raw: list[tuple[bytes, float]] = self._client.zrevrangebyscore(  # type: ignore[assignment]
+                index, top, "-inf", start=skip, num=count, withscores=True
+            )
+        return [(member.decode(), score) for member, score in raw]
 
     def get(self, task_id: str) -> dict[bytes, bytes] | None:
         """The raw record, or None if no such task exists (or it expired)."""
@@ -187,15 +327,29 @@ class TaskStore:
 
     def start(self, task_id: str, attempt: int, owner: str) -> bool:
         """Mark ``running`` by ``owner`` if the task still waits for this attempt."""
-        args: list[ScriptArg] = [attempt, repr(time.time()), owner]
+        args: list[ScriptArg] = [
+            attempt,
+            repr(time.time()),
+            owner,
+            task_id,
+            CHANGED_CHANNEL,
+        ]
+        keys = [
+            task_key(task_id),
+            status_index_key(TaskStatus.QUEUED),
+            status_index_key(TaskStatus.RUNNING),
+        ]
         with _translate_errors():
-            started = self._start(keys=[task_key(task_id)], args=args)
+            started = self._start(keys=keys, args=args)
         return bool(started)
 
     def set_progress(self, task_id: str, attempt: int, progress: bytes) -> bool:
         """Store progress JSON if this attempt still owns the task."""
         with _translate_errors():
-            stored = self._progress(keys=[task_key(task_id)], args=[attempt, progress])
+            stored = self._progress(
+                keys=[task_key(task_id)],
+                args=[attempt, progress, task_id, CHANGED_CHANNEL],
+            )
         return bool(stored)
 
     def finish(
@@ -218,7 +372,15 @@ class TaskStore:
             FINISHED_CHANNEL,
         ]
         with _translate_errors():
-            flat = self._finish(keys=[task_key(task_id), UNFINISHED_KEY], args=args)
+            flat = self._finish(
+                keys=[
+                    task_key(task_id),
+                    UNFINISHED_KEY,
+                    status_index_key(TaskStatus.RUNNING),
+                    status_index_key(outcome.status),
+                ],
+                args=args,
+            )
         if not flat:
             return None
         return dict(zip(flat[::2], flat[1::2], strict=True))
@@ -232,11 +394,17 @@ class TaskStore:
             error,
             task_id,
             FINISHED_CHANNEL,
+            CHANGED_CHANNEL,
+        ]
+        keys = [
+            task_key(task_id),
+            UNFINISHED_KEY,
+            status_index_key(TaskStatus.RUNNING),
+            status_index_key(TaskStatus.QUEUED),
+            status_index_key(TaskStatus.FAILED),
         ]
         with _translate_errors():
-            outcome, attempts = self._release(
-                keys=[task_key(task_id), UNFINISHED_KEY], args=args
-            )
+            outcome, attempts = self._release(keys=keys, args=args)
         return Release(outcome.decode(), int(attempts))
 
     def cancel(self, task_id: str) -> Cancellation:
@@ -248,7 +416,16 @@ class TaskStore:
             FINISHED_CHANNEL,
         ]
         with _translate_errors():
-            found = self._cancel(keys=[task_key(task_id), UNFINISHED_KEY], args=args)
+            found = self._cancel(
+                keys=[
+                    task_key(task_id),
+                    UNFINISHED_KEY,
+                    status_index_key(TaskStatus.QUEUED),
+                    status_index_key(TaskStatus.RUNNING),
+                    status_index_key(TaskStatus.CANCELLED),
+                ],
+                args=args,
+            )
         previous = found[0].decode()
         if len(found) == 1:
             return Cancellation(previous)

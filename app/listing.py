@@ -1,4 +1,4 @@
-"""Read-only collections: ``GET /v1/tasks`` (a filtered, paginated listing).
+"""Read-only collections: tasks, task types and worker pools.
 
 Listings come from the Redis sorted-set indexes that the transition scripts keep
 (see :mod:`worker.scripts`), never from scanning keys. Pages go newest first; the
@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import orjson
@@ -17,6 +19,7 @@ from flask import Blueprint, Response, current_app, request
 
 from app.errors import RequestError
 from app.services import Services
+from conf.settings import Settings
 from worker.registry import TASK_NAME
 from worker.store import (
     ALL_INDEX_KEY,
@@ -28,6 +31,7 @@ from worker.store import (
 
 listing = Blueprint("listing", __name__)
 
+JSON = "application/json"
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 # Entries one page may read before it answers short (many filtered out).
@@ -105,3 +109,56 @@ def _encode_cursor(cursor: tuple[float, str]) -> str:
 
 def _invalid_query(detail: str) -> RequestError:
     return RequestError(400, "invalid-query", "Invalid query", detail)
+
+
+@listing.get("/v1/task-types")
+def list_task_types() -> Response:
+    """Task names live workers serve, with parameters, docstring and worker count."""
+    services: Services = current_app.extensions["taskgate"]
+    settings: Settings = current_app.config["TASKGATE_SETTINGS"]
+    store = services.get().store
+    workers = store.live_workers()
+    oldest = time.time() - settings.task_type_ttl_s
+    types = []
+    for name, spec in sorted(store.read_task_types().items()):
+        if float(spec.get("seen_at", 0.0)) < oldest:
+            continue
+        types.append(
+            {
+                "name": name,
+                "doc": spec.get("doc", ""),
+                "required": spec.get("required", []),
+                "optional": spec.get("optional", []),
+                "accepts_any": spec.get("accepts_any", False),
+                "max_attempts": spec.get("max_attempts", 0),
+                "time_limit_s": spec.get("time_limit_s", 0.0),
+                "workers": sum(1 for w in workers if name in w.get("tasks", ())),
+            }
+        )
+    return Response(orjson.dumps({"task_types": types}), 200, mimetype=JSON)
+
+
+@listing.get("/v1/workers")
+def list_workers() -> Response:
+    """Live worker pools, newest heartbeat first."""
+    services: Services = current_app.extensions["taskgate"]
+    workers = [
+        {
+            "id": record.get("id"),
+            "host": record.get("host"),
+            "pid": record.get("pid"),
+            "tasks": record.get("tasks", []),
+            "processes": record.get("processes", 0),
+            "current_tasks": record.get("current_tasks", []),
+            "tasks_done": record.get("tasks_done", 0),
+            "draining": record.get("draining", False),
+            "last_heartbeat": _iso(float(record.get("seen_at", 0.0))),
+        }
+        for record in services.get().store.live_workers()
+    ]
+    return Response(orjson.dumps({"workers": workers}), 200, mimetype=JSON)
+
+
+def _iso(epoch_s: float) -> str:
+    moment = datetime.fromtimestamp(epoch_s, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

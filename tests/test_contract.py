@@ -17,6 +17,7 @@ import redis
 import requests
 
 from tests.conftest import RedisServer, Stack
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -368,3 +369,38 @@ def test_listing_refuses_bad_queries(keyed, query):
     )
     assert response.status_code == 400
     assert response.json()["type"] == "/problems/invalid-query"
+
+
+def test_task_types_list_what_live_workers_serve(keyed):
+    response = requests.get(keyed.url("/v1/task-types"), headers=AUTH, timeout=10)
+
+    assert response.status_code == 200
+    types = {t["name"]: t for t in response.json()["task_types"]}
+    assert types["sleep"]["required"] == ["seconds"]
+    assert types["echo"]["accepts_any"] is True
+    assert types["sleep"]["doc"]
+    assert types["sleep"]["workers"] == 1
+
+
+def test_workers_list_live_pools_with_their_work(keyed):
+    assert_still_working(keyed)
+    accepted = post(
+        keyed, "/v1/tasks/sleep", {"seconds": 2}, headers={"Prefer": "respond-async"}
+    )
+    task_id = accepted.json()["id"]
+
+    def running_somewhere():
+        workers = requests.get(
+            keyed.url("/v1/workers"), headers=AUTH, timeout=10
+        ).json()["workers"]
+        ids = [t["id"] for w in workers for t in w["current_tasks"]]
+        return workers if task_id in ids else None
+
+    workers = wait_for(running_somewhere, timeout_s=10, what="the task in a worker")
+    assert len(workers) == 1
+    pool = workers[0]
+    assert pool["pid"] == keyed.pool.pid
+    assert "sleep" in pool["tasks"]
+    assert pool["tasks_done"] >= 1
+    assert pool["last_heartbeat"].endswith("Z")
+    requests.delete(keyed.url(f"/v1/tasks/{task_id}"), headers=AUTH, timeout=5)

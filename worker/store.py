@@ -41,6 +41,9 @@ FINISHED_CHANNEL = PREFIX + "finished"
 CHANGED_CHANNEL = PREFIX + "changed"
 # Listing indexes, scored by creation time: every task, per name, per status.
 ALL_INDEX_KEY = PREFIX + "index:all"
+# Live worker pools: one JSON record each (expiring), and their ids scored by
+# their last heartbeat.
+WORKERS_KEY = PREFIX + "workers"
 # Expired entries a create drops from the oldest end of the indexes it touches.
 TRIM_PER_CREATE = 4
 
@@ -83,6 +86,11 @@ def status_index_key(status: str) -> str:
 def idempotency_key(digest: str) -> str:
     """Where an Idempotency-Key (by its digest) names the task it created."""
     return PREFIX + "idempotency:" + digest
+
+
+def worker_key(identity: str) -> str:
+    """The expiring record of one worker pool."""
+    return PREFIX + "worker:" + identity
 
 
 def connect(url: str, pool_size: int, timeout_s: float) -> redis.Redis:
@@ -484,6 +492,38 @@ class TaskStore:
         }
         with _translate_errors():
             self._client.hset(TASK_TYPES_KEY, mapping=mapping)  # type: ignore[arg-type]
+
+    def record_worker(self, identity: str, record: dict[str, Any], ttl_s: int) -> None:
+        """Refresh a pool's record; it expires unless the next heartbeat renews it."""
+        now = time.time()
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(
+            worker_key(identity), orjson.dumps({**record, "seen_at": now}), ex=ttl_s
+        )
+        pipe.zadd(WORKERS_KEY, {identity: now})
+        # Pools gone silent longer than a record lives drop out of the index.
+        pipe.zremrangebyscore(WORKERS_KEY, "-inf", f"({now - ttl_s!r}")
+        with _translate_errors():
+            pipe.execute()
+
+    def forget_worker(self, identity: str) -> None:
+        """Remove a pool's record at a clean shutdown."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.delete(worker_key(identity))
+        pipe.zrem(WORKERS_KEY, identity)
+        with _translate_errors():
+            pipe.execute()
+
+    def live_workers(self) -> list[dict[str, Any]]:
+        """Records of the pools whose last heartbeat has not expired, newest first."""
+        with _translate_errors():
+            ids: list[bytes] = self._client.zrevrange(WORKERS_KEY, 0, -1)  # type: ignore[assignment]
+            if not ids:
+                return []
+            raw: list[bytes | None] = self._client.mget(  # type: ignore[assignment]
+                [worker_key(identity.decode()) for identity in ids]
+            )
+        return [orjson.loads(record) for record in raw if record is not None]
 
     def read_task_types(self) -> dict[str, dict[str, Any]]:
         """Every task type ever announced, with its ``seen_at`` time."""

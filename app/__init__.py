@@ -8,6 +8,7 @@ from flask import Flask
 
 from app.auth import install_auth
 from app.errors import register_error_handlers
+from app.events import events
 from app.listing import listing
 from app.routes import api
 from app.services import Services
@@ -29,5 +30,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     install_auth(app, settings.api_key_list)
     app.register_blueprint(api)
     app.register_blueprint(listing)
+    app.register_blueprint(events)
     register_error_handlers(app, settings.retry_after_s)
     return app

@@ -7,6 +7,7 @@ that a valid key is accepted.
 from __future__ import annotations
 
 import http.client
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -403,4 +404,77 @@ def test_workers_list_live_pools_with_their_work(keyed):
     assert "sleep" in pool["tasks"]
     assert pool["tasks_done"] >= 1
     assert pool["last_heartbeat"].endswith("Z")
+    requests.delete(keyed.url(f"/v1/tasks/{task_id}"), headers=AUTH, timeout=5)
+
+
+def read_events(response, limit=200):
+    """Parsed SSE messages (data as JSON) until the server ends the stream."""
+    messages, data, name = [], [], None
+    for line in response.iter_lines(decode_unicode=True):
+        if line.startswith("data: "):
+            data.append(line[6:])
+        elif line.startswith("event: "):
+            name = line[7:]
+        elif line == "" and data:
+            messages.append((name, json.loads("\n".join(data))))
+            data, name = [], None
+        if len(messages) >= limit:
+            break
+    return messages
+
+
+def test_events_stream_progress_and_end_with_the_final_state(keyed):
+    accepted = post(
+        keyed,
+        "/v1/tasks/countdown",
+        {"steps": 3, "interval_s": 0.3},
+        headers={"Prefer": "respond-async"},
+    )
+    task_id = accepted.json()["id"]
+
+    with requests.get(
+        keyed.url(f"/v1/tasks/{task_id}/events"), headers=AUTH, stream=True, timeout=15
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        messages = read_events(response)
+
+    statuses = [task["status"] for _, task in messages]
+    assert statuses[-1] == "succeeded"
+    assert messages[-1][1]["progress"] == {"current": 3, "total": 3, "message": "done"}
+    steps = {task["progress"]["current"] for _, task in messages if task["progress"]}
+    assert len(steps) >= 2
+    assert all(name is None for name, _ in messages)
+
+
+def test_events_of_a_finished_task_send_it_once_and_unknown_ids_are_404(keyed):
+    task_id = post(keyed, "/v1/tasks/echo", {"x": 1}).json()["id"]
+    with requests.get(
+        keyed.url(f"/v1/tasks/{task_id}/events"), headers=AUTH, stream=True, timeout=10
+    ) as response:
+        messages = read_events(response)
+    assert [task["status"] for _, task in messages] == ["succeeded"]
+
+    missing = requests.get(
+        keyed.url(f"/v1/tasks/{'0' * 32}/events"), headers=AUTH, timeout=5
+    )
+    assert missing.status_code == 404
+    assert missing.json()["type"] == "/problems/unknown-task-id"
+
+
+def test_a_client_that_leaves_an_event_stream_leaves_the_service_working(keyed):
+    accepted = post(
+        keyed, "/v1/tasks/sleep", {"seconds": 3}, headers={"Prefer": "respond-async"}
+    )
+    task_id = accepted.json()["id"]
+    for _ in range(20):
+        response = requests.get(
+            keyed.url(f"/v1/tasks/{task_id}/events"),
+            headers=AUTH,
+            stream=True,
+            timeout=10,
+        )
+        next(response.iter_lines())
+        response.close()
+    assert_still_working(keyed)
     requests.delete(keyed.url(f"/v1/tasks/{task_id}"), headers=AUTH, timeout=5)

@@ -14,6 +14,7 @@ import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from app.problems import problem_uri
 from worker.errors import (
     InvalidArgumentsError,
     QueueFullError,
@@ -56,7 +57,7 @@ def problem(
 ) -> Response:
     """Build a problem response; ``slug`` None means ``about:blank``."""
     body = {
-        "type": f"/problems/{slug}" if slug else "about:blank",
+        "type": problem_uri(slug) if slug else "about:blank",
         "title": title,
         "status": status,
         "detail": detail,

@@ -19,7 +19,7 @@ from typing import Any
 
 import gevent
 import orjson
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 from gevent.event import Event
 
 from app.errors import RequestError, problem
@@ -96,9 +96,19 @@ def process_alias() -> Response:
 
 @api.get("/v1/tasks/<task_id>")
 def get_task(task_id: str) -> Response:
-    """The task resource; ``?wait=S`` returns as soon as the task ends."""
+    """The task resource; ``?wait=S`` returns as soon as the task ends.
+
+    ``?redirect=result`` asks for ``303 See Other`` to the result resource once
+    the task succeeded; without it the answer is always the task resource, so
+    clients that do not follow redirects never meet one.
+    """
     settings = _settings()
     wait_s = seconds_param("wait", 0.0, settings.wait_max_s)
+    redirect = request.args.get("redirect")
+    if redirect not in (None, "result"):
+        raise RequestError(
+            400, "invalid-query", "Invalid query", "redirect must be 'result'"
+        )
     if not TASK_ID.match(task_id):
         raise _no_such_task(task_id)
 
@@ -108,7 +118,29 @@ def get_task(task_id: str) -> Response:
         raise _no_such_task(task_id)
     if wait_s > 0 and not TaskStatus(fields[b"status"].decode()).is_final:
         fields = _wait_finished(clients, task_id, wait_s) or fields
+    if redirect and fields[b"status"] == TaskStatus.SUCCEEDED.value.encode():
+        location = f"/v1/tasks/{task_id}/result"
+        return Response(b"", 303, headers={"Location": location})
     return Response(record_json(fields), 200, mimetype="application/json")
+
+
+@api.get("/v1/tasks/<task_id>/result")
+def get_result(task_id: str) -> Response:
+    """A succeeded task's result itself; a 409 problem while it has none."""
+    if not TASK_ID.match(task_id):
+        raise _no_such_task(task_id)
+    fields = _clients().store.get(task_id)
+    if fields is None:
+        raise _no_such_task(task_id)
+    status = fields[b"status"].decode()
+    if status != TaskStatus.SUCCEEDED:
+        raise RequestError(
+            409,
+            "task-not-succeeded",
+            "Task has no result",
+            f"the task is {status}; only a succeeded task has a result",
+        )
+    return Response(fields.get(b"result", b"null"), 200, mimetype="application/json")
 
 
 @api.delete("/v1/tasks/<task_id>")

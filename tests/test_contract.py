@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ import pytest
 import redis
 import requests
 
+from app import schemas
 from tests.conftest import RedisServer, Stack
 from tests.helpers import wait_for
 
@@ -478,3 +480,85 @@ def test_a_client_that_leaves_an_event_stream_leaves_the_service_working(keyed):
         response.close()
     assert_still_working(keyed)
     requests.delete(keyed.url(f"/v1/tasks/{task_id}"), headers=AUTH, timeout=5)
+
+
+def test_a_finished_task_redirects_to_its_result_only_when_asked(keyed):
+    task_id = post(keyed, "/v1/tasks/echo", {"v": 7}).json()["id"]
+    location = keyed.url(f"/v1/tasks/{task_id}")
+
+    plain = requests.get(location, headers=AUTH, timeout=5)
+    assert plain.status_code == 200
+    assert plain.json()["id"] == task_id
+
+    asked = requests.get(
+        location,
+        params={"redirect": "result"},
+        headers=AUTH,
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert asked.status_code == 303
+    assert asked.headers["Location"] == f"/v1/tasks/{task_id}/result"
+    followed = requests.get(
+        location, params={"redirect": "result"}, headers=AUTH, timeout=5
+    )
+    assert followed.json() == {"v": 7}
+
+
+def test_a_running_task_has_no_result_and_is_not_redirected(keyed):
+    accepted = post(
+        keyed, "/v1/tasks/sleep", {"seconds": 2}, headers={"Prefer": "respond-async"}
+    )
+    location = keyed.url(accepted.headers["Location"])
+    asked = requests.get(
+        location, params={"redirect": "result"}, headers=AUTH, timeout=5
+    )
+    assert asked.status_code == 200
+    result = requests.get(location + "/result", headers=AUTH, timeout=5)
+    assert result.status_code == 409
+    assert result.json()["type"] == "/problems/task-not-succeeded"
+    bad = requests.get(location, params={"redirect": "yes"}, headers=AUTH, timeout=5)
+    assert bad.status_code == 400
+    requests.delete(location, headers=AUTH, timeout=5)
+
+
+def test_the_contract_is_served_without_a_key_and_works_offline(keyed):
+    spec = requests.get(keyed.url("/openapi.json"), timeout=10)
+    assert spec.status_code == 200
+    document = spec.json()
+    assert document["openapi"] == "3.1.0"
+    assert document["paths"]["/v1/tasks/{name}"]["post"]["security"] == [{"bearer": []}]
+
+    page = requests.get(keyed.url("/docs"), timeout=10)
+    assert page.status_code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assets = re.findall(r'(?:src|href)="(/[^"]+)"', page.text)
+    assert len(assets) == 3
+    assert all(not asset.startswith("//") for asset in assets)
+    for asset in assets:
+        response = requests.get(keyed.url(asset), timeout=10)
+        assert response.status_code == 200
+        assert len(response.content) > 10_000
+    assert requests.get(keyed.url("/docs/assets/x.js"), timeout=5).status_code == 404
+
+    for problem_type in document["x-problem-types"]:
+        described = requests.get(keyed.url(problem_type), timeout=5)
+        assert described.status_code == 200
+        assert described.json()["type"] == problem_type
+    unknown = requests.get(keyed.url("/problems/nope"), timeout=5)
+    assert unknown.json()["type"] == "/problems/unknown-problem-type"
+
+
+def test_real_answers_match_the_documented_schemas(keyed):
+    task = post(keyed, "/v1/tasks/countdown", {"steps": 1, "interval_s": 0})
+    schemas.Task.model_validate(task.json(), strict=False)
+    failed = post(keyed, "/v1/tasks/fail", {"message": "x"})
+    schemas.Problem.model_validate(failed.json())
+    for path, model in (
+        ("/v1/tasks?limit=5", schemas.TaskPage),
+        ("/v1/task-types", schemas.TaskTypes),
+        ("/v1/workers", schemas.Workers),
+    ):
+        answer = requests.get(keyed.url(path), headers=AUTH, timeout=10).json()
+        model.model_validate(answer)
+        assert answer  # not trivially empty

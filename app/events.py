@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, current_app
 
 from app.errors import RequestError
+from app.routes import TASK_ID
 from app.services import Clients, Services
 from conf.settings import Settings
 from worker.errors import StoreUnavailableError
@@ -39,7 +40,7 @@ def task_events(task_id: str) -> Response:
     settings: Settings = current_app.config["TASKGATE_SETTINGS"]
     clients = services.get()
     # 404 as a problem before the stream starts; afterwards only events can say.
-    if len(task_id) != 32 or clients.store.get(task_id) is None:
+    if not TASK_ID.match(task_id) or clients.store.get(task_id) is None:
         raise RequestError(
             404,
             "unknown-task-id",

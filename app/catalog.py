@@ -26,6 +26,8 @@ class TaskCatalog:
         self._refresh_s = refresh_s
         self._ttl_s = ttl_s
         self._specs: dict[str, tuple[TaskSpec, float]] = {}
+        # Worker processes per task name, over the live pools.
+        self._capacity: dict[str, int] = {}
         self._loaded_at: float | None = None
         self._refreshing = False
 
@@ -36,6 +38,11 @@ class TaskCatalog:
         if entry is None or entry[1] < time.time() - self._ttl_s:
             raise UnknownTaskError(f"no worker serves a task named {name!r}")
         return entry[0]
+
+    def capacity(self, name: str) -> int:
+        """Worker processes that serve ``name`` in live pools (0 when none or unknown)."""
+        self._refresh_if_due()
+        return self._capacity.get(name, 0)
 
     def _refresh_if_due(self) -> None:
         now = time.monotonic()
@@ -50,6 +57,7 @@ class TaskCatalog:
         self._refreshing = True
         try:
             table = self._store.read_task_types()
+            workers = self._store.live_workers()
         except StoreUnavailableError:
             if self._loaded_at is None:
                 raise
@@ -58,6 +66,11 @@ class TaskCatalog:
         finally:
             self._refreshing = False
         self._specs = {name: _entry(spec) for name, spec in table.items()}
+        capacity: dict[str, int] = {}
+        for worker in workers:
+            for name in worker.get("tasks", ()):
+                capacity[name] = capacity.get(name, 0) + int(worker.get("processes", 0))
+        self._capacity = capacity
         self._loaded_at = now
 
 

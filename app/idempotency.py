@@ -3,8 +3,9 @@
 A key names the first task created with it for ``TASKGATE_IDEMPOTENCY_TTL_S``.
 The request's fingerprint is the task name plus its arguments with sorted keys, so
 the same arguments written with other spacing or member order count as the same
-body. Keys are shared by all clients of one deployment (they are not scoped per
-API key): clients should use random keys, e.g. UUIDs.
+body. A key is scoped to the Authorization header it came with, so two clients
+with different API keys cannot meet each other's tasks through a shared key; with
+authentication off all clients share one scope, so use random keys (UUIDs).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ def read_idempotency(
             "send one Idempotency-Key of 1 to 255 visible ASCII characters",
         )
     fingerprint = orjson.dumps([name, arguments], option=orjson.OPT_SORT_KEYS)
+    scope = request.headers.get("Authorization", "")
+    scoped_key = f"{scope}\n{match.group(1)}".encode("utf-8", "replace")
     return Idempotency(
-        key_digest=hashlib.sha256(match.group(1).encode()).hexdigest(),
+        key_digest=hashlib.sha256(scoped_key).hexdigest(),
         request_digest=hashlib.sha256(fingerprint).hexdigest(),
         ttl_s=ttl_s,
     )

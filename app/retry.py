@@ -1,10 +1,11 @@
 """How long a client should wait before it asks about a task again (``Retry-After``).
 
 A running task that reports progress is extrapolated: the time it took for the
-steps done, spread over the steps left. Anything else (queued, or running without
-progress) gets the configured base interval. The answer stays within
-``[base, MAX_RETRY_AFTER_S]`` so a client neither hammers nor sleeps for hours on
-a rough estimate.
+steps done, spread over the steps left. A queued task waits for the tasks queued
+before it: one base interval per round of them that the worker processes serving
+its name can take at once. A running task without progress gets the base
+interval. The answer stays within ``[base, MAX_RETRY_AFTER_S]`` so a client
+neither hammers nor sleeps for hours on a rough estimate.
 """
 
 from __future__ import annotations
@@ -17,9 +18,19 @@ import orjson
 MAX_RETRY_AFTER_S = 60
 
 
-def retry_after_s(fields: dict[bytes, bytes] | None, base_s: int) -> int:
-    """Seconds to wait before polling the task whose raw record is ``fields``."""
-    if fields is None or fields.get(b"status") != b"running":
+def retry_after_s(
+    fields: dict[bytes, bytes] | None, base_s: int, ahead: int = 0, capacity: int = 1
+) -> int:
+    """Seconds to wait before polling the task whose raw record is ``fields``.
+
+    ``ahead`` is how many tasks were queued before it, ``capacity`` how many
+    worker processes serve its name; both only matter while it is queued (a
+    ``fields`` of None means just created, so queued).
+    """
+    if fields is None or fields.get(b"status") == b"queued":
+        rounds = ahead // max(1, capacity)
+        return min(MAX_RETRY_AFTER_S, base_s * (1 + rounds))
+    if fields.get(b"status") != b"running":
         return base_s
     progress_raw = fields.get(b"progress")
     started_raw = fields.get(b"started_at")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import uuid
 from typing import Any
 
@@ -309,9 +310,20 @@ def _accepted(clients: Clients, task_id: str, name: str, polled: bool) -> Respon
         )
     headers = {
         "Location": f"/v1/tasks/{task_id}",
-        "Retry-After": str(retry_after_s(fields, _settings().retry_after_s)),
+        "Retry-After": str(_retry_after(clients, name, fields)),
     }
     return Response(body, 202, headers=headers, mimetype="application/json")
+
+
+def _retry_after(clients: Clients, name: str, fields: dict[bytes, bytes] | None) -> int:
+    """Retry-After of a task that goes on; a queued one counts the queue before it."""
+    ahead = 0
+    if fields is None or fields.get(b"status") == TaskStatus.QUEUED.value.encode():
+        # None: just created, so every task queued until now is before it.
+        created = float(fields[b"created_at"]) if fields else time.time()
+        ahead = max(0, clients.store.queued_before(created) - (0 if fields else 1))
+    capacity = clients.catalog.capacity(name)
+    return retry_after_s(fields, _settings().retry_after_s, ahead, capacity)
 
 
 def _wait_finished(

@@ -562,3 +562,34 @@ def test_real_answers_match_the_documented_schemas(keyed):
         answer = requests.get(keyed.url(path), headers=AUTH, timeout=10).json()
         model.model_validate(answer)
         assert answer  # not trivially empty
+
+
+def test_retry_after_grows_with_the_queue_before_a_task(keyed):
+    async_ = {"Prefer": "respond-async"}
+    accepted = [
+        post(keyed, "/v1/tasks/sleep", {"seconds": 3}, headers=async_)
+        for _ in range(14)
+    ]
+    try:
+        first, last = accepted[0], accepted[-1]
+        assert int(first.headers["Retry-After"]) <= 2
+        # 4 worker processes: at least 9 tasks queued before the last are 2 rounds.
+        assert int(last.headers["Retry-After"]) >= 3
+    finally:
+        for response in accepted:
+            requests.delete(
+                keyed.url(response.headers["Location"]), headers=AUTH, timeout=5
+            )
+
+
+def test_idempotency_keys_are_scoped_to_the_api_key(keyed):
+    key = f"key-{time.monotonic_ns()}"
+    mine = post(keyed, "/v1/tasks/echo", {"a": 1}, headers={"Idempotency-Key": key})
+    theirs = post(
+        keyed,
+        "/v1/tasks/echo",
+        {"a": 2},
+        headers={"Idempotency-Key": key, "Authorization": f"Bearer {OTHER_KEY}"},
+    )
+    assert mine.status_code == theirs.status_code == 200
+    assert mine.json()["id"] != theirs.json()["id"]

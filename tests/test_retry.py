@@ -39,3 +39,11 @@ def test_without_usable_progress_the_base_applies():
         [],
     ):
         assert retry_after_s(running(5, progress), 3) == 3
+
+
+def test_a_queued_task_waits_a_round_per_full_set_of_workers_before_it():
+    queued = {b"status": b"queued"}
+    assert retry_after_s(queued, 1, ahead=3, capacity=4) == 1
+    assert retry_after_s(queued, 1, ahead=8, capacity=4) == 3
+    assert retry_after_s(None, 2, ahead=5, capacity=0) == 12
+    assert retry_after_s(None, 1, ahead=10_000, capacity=1) == MAX_RETRY_AFTER_S

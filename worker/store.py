@@ -307,6 +307,14 @@ class TaskStore:
                     self._client.zrem(index, *expired)
         return ListedPage(records, None if exhausted else last)
 
+    def queued_before(self, created_at: float) -> int:
+        """How many queued tasks (of any name) were created before ``created_at``."""
+        with _translate_errors():
+            count: int = self._client.zcount(
+                status_index_key(TaskStatus.QUEUED), "-inf", f"({created_at!r}"
+            )
+        return count
+
     def _entries_before(
         self, index: str, cursor: tuple[float, str] | None, count: int
     ) -> list[tuple[str, float]]:

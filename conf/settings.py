@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     # Bearer keys, comma-separated; empty means no authentication (a warning at
     # start). Each key is 16 to 256 visible ASCII characters without commas.
     api_keys: str = Field(
-        "", pattern=r"^(\s*[!-+\--~]{16,256}\s*(,\s*[!-+\--~]{16,256}\s*)*)?$"
+        "", pattern=r"^(\s*[!-+\--~]{16,256}\s*(,\s*[!-+\--~]{16,256}\s*)*,?\s*)?$"
     )
     # Longest life of one event stream, and the interval of its keep-alive comments.
     events_max_s: PositiveFloat = 3600.0

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import orjson
 import pytest
+from openapi_spec_validator import validate
 
 from app import create_app
 from app.problems import PROBLEM_TYPES
@@ -22,8 +24,6 @@ def document(settings):
 
 
 def test_every_route_and_method_is_in_the_document(document):
-    import orjson
-
     app, raw = document
     spec = orjson.loads(raw)
     assert spec["openapi"] == "3.1.0"
@@ -49,11 +49,15 @@ def test_every_problem_type_raised_in_the_code_is_catalogued():
 
 
 def test_the_schemas_are_in_the_document(document):
-    import orjson
-
     spec = orjson.loads(document[1])
     for model in MODELS:
         assert model.__name__ in spec["components"]["schemas"]
     problem_types = spec["components"]["schemas"]["Problem"]["properties"]["type"]
     assert "/problems/task-failed" in problem_types["enum"]
     assert set(spec["x-problem-types"]) == {f"/problems/{s}" for s in PROBLEM_TYPES}
+
+
+@pytest.mark.parametrize("api_keys", ["", "a-key-of-twenty-chars"])
+def test_the_document_is_valid_openapi_3_1(settings, api_keys):
+    app = create_app(settings.model_copy(update={"api_keys": api_keys}))
+    validate(orjson.loads(app.config["TASKGATE_OPENAPI"]))

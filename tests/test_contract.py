@@ -174,6 +174,9 @@ def test_retry_after_follows_the_progress_of_a_running_task(keyed):
 
 
 DEEP = b'{"a": ' + b"[" * 9 + b"]" * 9 + b"}"
+# Deep and with a long integer: the integer check parses recursively, and once
+# answered 500 (RecursionError) before the depth limit ran first.
+DEEP_LONG = b'{"a": ' + b"[" * 1010 + b"12345678901234567890" + b"]" * 1010 + b"}"
 WIDE = b'{"a": [' + b",".join([b"1"] * 60) + b"]}"
 
 
@@ -191,6 +194,7 @@ WIDE = b'{"a": [' + b",".join([b"1"] * 60) + b"]}"
         ("/v1/tasks/echo", DEEP, "application/json", 400, "invalid-body"),
         ("/v1/tasks/echo", b"[" * 5000, "application/json", 400, "invalid-body"),
         ("/v1/tasks/echo", WIDE, "application/json", 400, "invalid-body"),
+        ("/v1/tasks/echo", DEEP_LONG, "application/json", 400, "invalid-body"),
         (
             "/v1/tasks/echo",
             b'{"a": "\\ud800"}',

@@ -59,8 +59,8 @@ def list_tasks() -> Response:
         index = ALL_INDEX_KEY
 
     def keep(fields: dict[bytes, bytes]) -> bool:
-        # The status index may lag a transition by nothing, but a record read
-        # after its script ran can already be in the next status: filter again.
+        # A record read after the index can already be in its next status, and
+        # a status index does not know names: check both on the record itself.
         return (name is None or fields.get(b"name") == name.encode()) and (
             status is None or fields.get(b"status") == status.encode()
         )

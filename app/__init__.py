@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import logging
 
+import orjson
 from flask import Flask
 
+from app.auth import install_auth
+from app.docs import docs
 from app.errors import register_error_handlers
+from app.events import events
+from app.listing import listing
+from app.openapi import build_spec
 from app.routes import api
 from app.services import Services
 from conf.logging import configure_logging
@@ -24,6 +30,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["TASKGATE_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["taskgate"] = Services(settings)
+    install_auth(app, settings.api_key_list)
     app.register_blueprint(api)
+    app.register_blueprint(listing)
+    app.register_blueprint(events)
+    app.register_blueprint(docs)
+    # Built once here, from the routes and settings in force; served as is.
+    app.config["TASKGATE_OPENAPI"] = orjson.dumps(build_spec(app, settings))
     register_error_handlers(app, settings.retry_after_s)
     return app

@@ -28,6 +28,8 @@ class TaskCatalog:
         self._refresh_s = refresh_s
         self._ttl_s = ttl_s
         self._specs: dict[str, tuple[TaskSpec, float]] = {}
+        # Worker processes per task name, over the live pools.
+        self._capacity: dict[str, int] = {}
         self._loaded_at: float | None = None
         self._reading: AsyncResult | None = None
 
@@ -38,6 +40,11 @@ class TaskCatalog:
         if entry is None or entry[1] < time.time() - self._ttl_s:
             raise UnknownTaskError(f"no worker serves a task named {name!r}")
         return entry[0]
+
+    def capacity(self, name: str) -> int:
+        """Worker processes that serve ``name`` in live pools (0 when none or unknown)."""
+        self._refresh_if_due()
+        return self._capacity.get(name, 0)
 
     def _refresh_if_due(self) -> None:
         now = time.monotonic()
@@ -54,7 +61,14 @@ class TaskCatalog:
         reading = self._reading = AsyncResult()
         try:
             table = self._store.read_task_types()
+            workers = self._store.live_workers()
             self._specs = {name: _entry(spec) for name, spec in table.items()}
+            capacity: dict[str, int] = {}
+            for worker in workers:
+                for name in worker.get("tasks", ()):
+                    slots = int(worker.get("slots", worker.get("processes", 0)))
+                    capacity[name] = capacity.get(name, 0) + slots
+            self._capacity = capacity
             self._loaded_at = now
         except StoreUnavailableError as exc:
             reading.set_exception(exc)

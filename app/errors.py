@@ -14,6 +14,7 @@ import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from app.problems import problem_uri
 from worker.errors import (
     InvalidArgumentsError,
     QueueFullError,
@@ -30,12 +31,20 @@ PROBLEM_JSON = "application/problem+json"
 class RequestError(Exception):
     """A request the API refuses, with the problem to answer."""
 
-    def __init__(self, status: int, slug: str, title: str, detail: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.slug = slug
         self.title = title
         self.detail = detail
+        self.headers = headers
 
 
 def problem(
@@ -48,7 +57,7 @@ def problem(
 ) -> Response:
     """Build a problem response; ``slug`` None means ``about:blank``."""
     body = {
-        "type": f"/problems/{slug}" if slug else "about:blank",
+        "type": problem_uri(slug) if slug else "about:blank",
         "title": title,
         "status": status,
         "detail": detail,
@@ -63,7 +72,7 @@ def register_error_handlers(app: Flask, retry_after_s: int) -> None:
 
     @app.errorhandler(RequestError)
     def refused(exc: RequestError) -> Response:
-        return problem(exc.status, exc.slug, exc.title, exc.detail)
+        return problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers)
 
     @app.errorhandler(UnknownTaskError)
     def unknown_task(exc: UnknownTaskError) -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -25,7 +26,16 @@ INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 LONG_DIGITS = re.compile(rb"[0-9]{19,}")
 
 
-def json_object_body(max_bytes: int) -> tuple[bytes, dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """How large and how deep a JSON body may be."""
+
+    max_bytes: int
+    max_depth: int
+    max_items: int
+
+
+def json_object_body(limits: BodyLimits) -> tuple[bytes, dict[str, Any]]:
     """The raw body and its parsed object; 413, 415 or 400 problems otherwise."""
     mimetype = request.mimetype
     if mimetype and mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
@@ -35,16 +45,46 @@ def json_object_body(max_bytes: int) -> tuple[bytes, dict[str, Any]]:
             "Unsupported media type",
             "send the arguments as application/json",
         )
-    body = _read_body(max_bytes)
+    body = _read_body(limits.max_bytes)
     try:
         arguments = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise _invalid_body(f"the body is not valid JSON: {exc}") from None
     if not isinstance(arguments, dict):
         raise _invalid_body("the body must be a JSON object of keyword arguments")
+    # Shape first: the integer check parses again, recursively.
+    _check_shape(body, arguments, limits)
     if LONG_DIGITS.search(body):
         _check_integer_range(body)
     return body, arguments
+
+
+def _check_shape(body: bytes, arguments: dict[str, Any], limits: BodyLimits) -> None:
+    """Refuse bodies nested deeper, or holding more values, than the limits.
+
+    Counting bracket and comma bytes is a quick upper bound that clears almost
+    every body without walking the parsed value; only a body that could exceed a
+    limit is walked (iteratively, so depth cannot exhaust the stack).
+    """
+    brackets = body.count(b"{") + body.count(b"[")
+    could_be_deep = brackets > limits.max_depth
+    could_be_large = body.count(b",") + brackets > limits.max_items
+    if not (could_be_deep or could_be_large):
+        return
+
+    items = 0
+    pending: list[tuple[Any, int]] = [(arguments, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > limits.max_depth:
+            raise _invalid_body(f"the body nests deeper than {limits.max_depth} levels")
+        children = value.values() if isinstance(value, dict) else value
+        for child in children:
+            items += 1
+            if isinstance(child, dict | list):
+                pending.append((child, depth + 1))
+        if items > limits.max_items:
+            raise _invalid_body(f"the body holds more than {limits.max_items} values")
 
 
 def _read_body(max_bytes: int) -> bytes:
@@ -80,9 +120,15 @@ def seconds_param(
     name: str, default: float, cap: float, positive: bool = False
 ) -> float:
     """Query parameter ``name`` in seconds, capped at ``cap``; ``default`` if absent."""
+    value = optional_seconds_param(name, positive)
+    return default if value is None else min(value, cap)
+
+
+def optional_seconds_param(name: str, positive: bool = False) -> float | None:
+    """Query parameter ``name`` in seconds, or None if absent; a 400 problem if bad."""
     raw = request.args.get(name)
     if raw is None:
-        return default
+        return None
     if not SECONDS.match(raw) or (positive and float(raw) == 0):
         least = "more than 0" if positive else "0 or more"
         raise RequestError(
@@ -91,7 +137,7 @@ def seconds_param(
             f"Invalid {name}",
             f"{name} must be a decimal number of seconds, {least}",
         )
-    return min(float(raw), cap)
+    return float(raw)
 
 
 def _invalid_body(detail: str) -> RequestError:

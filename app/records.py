@@ -16,7 +16,7 @@ import gevent
 from gevent.event import AsyncResult
 
 from worker.errors import StoreUnavailableError
-from worker.store import NewTask, TaskStore
+from worker.store import Created, NewTask, TaskStore
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +35,21 @@ class RecordWriter:
         self._pending: list[tuple[NewTask, AsyncResult]] = []
         self._writing = False
 
-    def create(self, task: NewTask) -> None:
-        """Write ``task``'s record; StoreUnavailableError if Redis did not take it."""
+    def create(self, task: NewTask) -> Created:
+        """Write ``task``'s record; StoreUnavailableError if Redis did not take it.
+
+        Returns what the store says: created, or the task an idempotency key
+        already names.
+        """
         written = AsyncResult()
         self._pending.append((task, written))
         if not self._writing:
             self._write_pending()
         try:
-            written.get(timeout=self._timeout_s)
+            created: Created = written.get(timeout=self._timeout_s)
         except gevent.Timeout:
             raise StoreUnavailableError("the record was not written in time") from None
+        return created
 
     def _write_pending(self) -> None:
         """Write rounds until nothing is pending; others queue up while a round runs."""
@@ -62,10 +67,10 @@ class RecordWriter:
 
     def _write(self, batch: list[tuple[NewTask, AsyncResult]]) -> None:
         try:
-            self._store.create_many([task for task, _ in batch])
+            outcomes = self._store.create_many([task for task, _ in batch])
         except StoreUnavailableError as exc:
             for _, written in batch:
                 written.set_exception(exc)
             return
-        for _, written in batch:
-            written.set(None)
+        for (_, written), created in zip(batch, outcomes, strict=True):
+            written.set(created)

@@ -14,21 +14,30 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import uuid
 from typing import Any
 
 import gevent
 import orjson
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 from gevent.event import Event
 
 from app.errors import RequestError, problem
-from app.params import json_object_body, seconds_param
+from app.idempotency import key_reused_error, read_idempotency
+from app.params import (
+    BodyLimits,
+    json_object_body,
+    optional_seconds_param,
+    seconds_param,
+)
+from app.prefer import decide_wait, read_preferences
+from app.retry import retry_after_s
 from app.services import Clients, Services
 from conf.settings import Settings
 from worker.errors import TaskFinishedError
 from worker.registry import TASK_NAME
-from worker.store import NewTask, TaskStatus, record_json
+from worker.store import Idempotency, NewTask, TaskStatus, record_json
 
 api = Blueprint("api", __name__)
 
@@ -45,21 +54,38 @@ def healthz() -> Response:
 def submit_task(name: str) -> Response:
     """Run task ``name`` with the body's members as keyword arguments."""
     settings = _settings()
-    wait_s = seconds_param("wait", settings.wait_default_s, settings.wait_max_s)
+    wait_s, applied = decide_wait(
+        optional_seconds_param("wait"),
+        read_preferences(),
+        settings.wait_default_s,
+        settings.wait_max_s,
+    )
     time_limit_s = seconds_param("time_limit", 0.0, math.inf, positive=True)
-    if not TASK_NAME.match(name):
+    if len(name) > settings.max_task_name_chars or not TASK_NAME.match(name):
         raise RequestError(
-            404, "unknown-task", "Unknown task", f"task names match {TASK_NAME.pattern}"
+            404,
+            "unknown-task",
+            "Unknown task",
+            f"task names match {TASK_NAME.pattern} and have at most "
+            f"{settings.max_task_name_chars} characters",
         )
-    body, arguments = json_object_body(settings.max_body_bytes)
-    return _run(name, body, arguments, wait_s, time_limit_s, _clients())
+    body, arguments = json_object_body(_body_limits(settings))
+    idempotency = read_idempotency(name, arguments, settings.idempotency_ttl_s)
+    response = _run(
+        name, body, arguments, wait_s, time_limit_s, _clients(), idempotency
+    )
+    # The answer's status depends on the Prefer header: caches must key on it.
+    response.vary.add("Prefer")
+    if applied:
+        response.headers["Preference-Applied"] = ", ".join(applied)
+    return response
 
 
 @api.post("/api/process")
 def process_alias() -> Response:
     """The origin document's endpoint: the ``process`` task, answered with its result."""
     settings = _settings()
-    body, arguments = json_object_body(settings.max_body_bytes)
+    body, arguments = json_object_body(_body_limits(settings))
     response = _run(
         "process", body, arguments, settings.wait_default_s, 0.0, _clients()
     )
@@ -71,9 +97,19 @@ def process_alias() -> Response:
 
 @api.get("/v1/tasks/<task_id>")
 def get_task(task_id: str) -> Response:
-    """The task resource; ``?wait=S`` returns as soon as the task ends."""
+    """The task resource; ``?wait=S`` returns as soon as the task ends.
+
+    ``?redirect=result`` asks for ``303 See Other`` to the result resource once
+    the task succeeded; without it the answer is always the task resource, so
+    clients that do not follow redirects never meet one.
+    """
     settings = _settings()
     wait_s = seconds_param("wait", 0.0, settings.wait_max_s)
+    redirect = request.args.get("redirect")
+    if redirect not in (None, "result"):
+        raise RequestError(
+            400, "invalid-query", "Invalid query", "redirect must be 'result'"
+        )
     if not TASK_ID.match(task_id):
         raise _no_such_task(task_id)
 
@@ -83,7 +119,29 @@ def get_task(task_id: str) -> Response:
         raise _no_such_task(task_id)
     if wait_s > 0 and not TaskStatus(fields[b"status"].decode()).is_final:
         fields = _wait_finished(clients, task_id, wait_s) or fields
+    if redirect and fields[b"status"] == TaskStatus.SUCCEEDED.value.encode():
+        location = f"/v1/tasks/{task_id}/result"
+        return Response(b"", 303, headers={"Location": location})
     return Response(record_json(fields), 200, mimetype="application/json")
+
+
+@api.get("/v1/tasks/<task_id>/result")
+def get_result(task_id: str) -> Response:
+    """A succeeded task's result itself; a 409 problem while it has none."""
+    if not TASK_ID.match(task_id):
+        raise _no_such_task(task_id)
+    fields = _clients().store.get(task_id)
+    if fields is None:
+        raise _no_such_task(task_id)
+    status = fields[b"status"].decode()
+    if status != TaskStatus.SUCCEEDED:
+        raise RequestError(
+            409,
+            "task-not-succeeded",
+            "Task has no result",
+            f"the task is {status}; only a succeeded task has a result",
+        )
+    return Response(fields.get(b"result", b"null"), 200, mimetype="application/json")
 
 
 @api.delete("/v1/tasks/<task_id>")
@@ -114,21 +172,26 @@ def _run(
     wait_s: float,
     time_limit_s: float,
     clients: Clients,
+    idempotency: Idempotency | None = None,
 ) -> Response:
     spec = clients.catalog.spec(name)
     spec.check(arguments)
     if spec.time_limit_s > 0:
         time_limit_s = min(time_limit_s or spec.time_limit_s, spec.time_limit_s)
     task_id = uuid.uuid4().hex
-    clients.records.create(
-        NewTask(task_id, name, body, max(1, spec.max_attempts), time_limit_s)
+    created = clients.records.create(
+        NewTask(
+            task_id, name, body, max(1, spec.max_attempts), time_limit_s, idempotency
+        )
     )
+    if not created.created:
+        return _replay(clients, created.existing, idempotency, wait_s)
     # Watch before sending: the task may end before the broker's reply comes
     # back, or its reply may be lost with a broker restart; Redis still says.
     finished = clients.watcher.watch(task_id) if wait_s > 0 else None
     try:
         record = _submit_and_wait(
-            clients, task_id, name, body, time_limit_s, wait_s, finished
+            clients, task_id, name, body, time_limit_s, wait_s, finished, idempotency
         )
     finally:
         if finished is not None:
@@ -139,6 +202,31 @@ def _run(
     return _finished(record)
 
 
+def _replay(
+    clients: Clients, existing: str, idempotency: Idempotency | None, wait_s: float
+) -> Response:
+    """Answer a repeated Idempotency-Key with the task the first request made."""
+    task_id, _, digest = existing.partition(":")
+    if idempotency is None or digest != idempotency.request_digest:
+        raise key_reused_error()
+    # The key expires no later than the record (TTL setting check), so the
+    # record is there; it may end while we wait, like a long-poll.
+    fields = clients.store.get(task_id)
+    if fields is not None and wait_s > 0:
+        fields = _wait_finished(clients, task_id, wait_s) or fields
+    if fields is None:
+        raise _no_such_task(task_id)
+    if TaskStatus(fields[b"status"].decode()).is_final:
+        return _finished(record_json(fields))
+    headers = {
+        "Location": f"/v1/tasks/{task_id}",
+        "Retry-After": str(retry_after_s(fields, _settings().retry_after_s)),
+    }
+    return Response(
+        record_json(fields), 202, headers=headers, mimetype="application/json"
+    )
+
+
 def _submit_and_wait(
     clients: Clients,
     task_id: str,
@@ -147,13 +235,15 @@ def _submit_and_wait(
     time_limit_s: float,
     wait_s: float,
     finished: Event | None,
+    idempotency: Idempotency | None,
 ) -> bytes | None:
     """Send the task; return its final record if it ends within ``wait_s``."""
     try:
         ticket = clients.dispatcher.submit(task_id, name, body, time_limit_s)
     except Exception:
-        # The client never hears of this id; a stale record would only confuse.
-        clients.store.discard(task_id)
+        # The client never hears of this id; a stale record would only confuse,
+        # and the key must be free for the client's retry.
+        clients.store.discard(task_id, name, idempotency)
         raise
 
     try:
@@ -222,9 +312,20 @@ def _accepted(clients: Clients, task_id: str, name: str, polled: bool) -> Respon
         )
     headers = {
         "Location": f"/v1/tasks/{task_id}",
-        "Retry-After": str(_settings().retry_after_s),
+        "Retry-After": str(_retry_after(clients, name, fields)),
     }
     return Response(body, 202, headers=headers, mimetype="application/json")
+
+
+def _retry_after(clients: Clients, name: str, fields: dict[bytes, bytes] | None) -> int:
+    """Retry-After of a task that goes on; a queued one counts the queue before it."""
+    ahead = 0
+    if fields is None or fields.get(b"status") == TaskStatus.QUEUED.value.encode():
+        # None: just created, so every task queued until now is before it.
+        created = float(fields[b"created_at"]) if fields else time.time()
+        ahead = max(0, clients.store.queued_before(created) - (0 if fields else 1))
+    capacity = clients.catalog.capacity(name)
+    return retry_after_s(fields, _settings().retry_after_s, ahead, capacity)
 
 
 def _wait_finished(
@@ -253,6 +354,12 @@ def _no_such_task(task_id: str) -> RequestError:
 
 def _json(value: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(value), status, mimetype="application/json")
+
+
+def _body_limits(settings: Settings) -> BodyLimits:
+    return BodyLimits(
+        settings.max_body_bytes, settings.max_json_depth, settings.max_json_items
+    )
 
 
 def _settings() -> Settings:

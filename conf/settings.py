@@ -57,6 +57,22 @@ class Settings(BaseSettings):
     wait_max_s: NonNegativeFloat = 25.0
     retry_after_s: PositiveInt = 1
     max_body_bytes: PositiveInt = 1024 * 1024
+    # Shape limits of a JSON body, checked before anything is queued: nesting
+    # depth, and values in all (object members plus array items, at any depth).
+    max_json_depth: PositiveInt = 32
+    max_json_items: PositiveInt = 100_000
+    # Longest task name a request may use; the registry's syntax allows 64.
+    max_task_name_chars: int = Field(64, ge=1, le=64)
+    # How long an Idempotency-Key keeps naming the task it created.
+    idempotency_ttl_s: PositiveInt = 24 * 3600
+    # Bearer keys, comma-separated; empty means no authentication (a warning at
+    # start). Each key is 16 to 256 visible ASCII characters without commas.
+    api_keys: str = Field(
+        "", pattern=r"^(\s*[!-+\--~]{16,256}\s*(,\s*[!-+\--~]{16,256}\s*)*,?\s*)?$"
+    )
+    # Longest life of one event stream, and the interval of its keep-alive comments.
+    events_max_s: PositiveFloat = 3600.0
+    events_keepalive_s: PositiveFloat = 15.0
 
     # How long the web side waits for the broker to accept a task before it
     # answers 503.
@@ -111,6 +127,11 @@ class Settings(BaseSettings):
         return [name.strip() for name in self.task_modules.split(",") if name.strip()]
 
     @property
+    def api_key_list(self) -> list[str]:
+        """The accepted bearer keys; empty when authentication is off."""
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
     def worker_liveness_s(self) -> float:
         """Silence after which a worker counts as dead."""
         return self.heartbeat_interval_s * self.heartbeat_liveness
@@ -125,6 +146,12 @@ def load() -> Settings:
         name = _variable_name(str(error["loc"][0]) if error["loc"] else "?")
         sys.exit(f"taskgate: invalid setting {name}: {error['msg']}")
 
+    if settings.idempotency_ttl_s > settings.result_ttl_s:
+        # A key must not outlive the record it names.
+        sys.exit(
+            "taskgate: invalid setting TASKGATE_IDEMPOTENCY_TTL_S: exceeds "
+            "TASKGATE_RESULT_TTL_S"
+        )
     if settings.wait_default_s > settings.wait_max_s:
         sys.exit(
             "taskgate: invalid setting TASKGATE_WAIT_DEFAULT_S: exceeds TASKGATE_WAIT_MAX_S"

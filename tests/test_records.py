@@ -14,7 +14,7 @@ def test_creates_that_arrive_during_a_write_share_the_next_transaction(store):
     def counting(tasks):
         batches.append(len(tasks))
         gevent.sleep(0)  # as a real round trip does, let other requests run
-        original(tasks)
+        return original(tasks)
 
     store.create_many = counting
     writer = RecordWriter(store, timeout_s=2)

@@ -37,6 +37,11 @@ def test_settings_read_platform_and_prefixed_variables(monkeypatch):
         ("TASKGATE_HEARTBEAT_LIVENESS", "0"),
         ("TASKGATE_LOG_LEVEL", "LOUD"),
         ("TASKGATE_WAIT_DEFAULT_S", "99"),
+        ("TASKGATE_API_KEYS", "too-short"),
+        ("TASKGATE_API_KEYS", "a-long-enough-key-1, key with spaces inside!"),
+        ("TASKGATE_IDEMPOTENCY_TTL_S", "999999999"),
+        ("TASKGATE_MAX_TASK_NAME_CHARS", "65"),
+        ("TASKGATE_MAX_JSON_DEPTH", "0"),
     ],
 )
 def test_a_bad_setting_stops_the_process_with_one_line_naming_it(variable, value):
@@ -54,3 +59,10 @@ def test_a_bad_setting_stops_the_process_with_one_line_naming_it(variable, value
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"taskgate: invalid setting {variable}:")
+
+
+def test_api_keys_are_a_comma_separated_list():
+    settings = Settings(api_keys=" first-key-0123456789 ,second-key-0123456789,")
+
+    assert settings.api_key_list == ["first-key-0123456789", "second-key-0123456789"]
+    assert Settings().api_key_list == []

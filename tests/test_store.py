@@ -6,13 +6,19 @@ import pytest
 from tests.helpers import wait_for
 from worker.errors import StoreUnavailableError
 from worker.store import (
+    ALL_INDEX_KEY,
     FINISHED_CHANNEL,
     UNFINISHED_KEY,
+    Created,
+    Idempotency,
     Outcome,
     TaskStatus,
     TaskStore,
     connect,
+    idempotency_key,
+    name_index_key,
     record_json,
+    status_index_key,
     task_key,
 )
 
@@ -45,7 +51,7 @@ def test_start_takes_only_the_expected_attempt_once(store):
 
 def test_start_of_a_discarded_task_is_refused(store):
     store.create("t1", "echo", b"{}")
-    store.discard("t1")
+    store.discard("t1", "echo")
 
     assert not store.start("t1", attempt=1, owner="w1")
     assert store.get("t1") is None
@@ -252,3 +258,76 @@ def test_unfinished_lists_tasks_in_creation_order_in_batches(store):
     assert (running.status, running.owner, running.attempts) == ("running", "pool-a", 1)
     assert first[0][0].args == b'{"n": 0}'
     assert first[0][0].time_limit_s == 9
+
+
+def statuses_indexed(redis_client, task_id):
+    return {
+        status.value
+        for status in TaskStatus
+        if redis_client.zscore(status_index_key(status), task_id) is not None
+    }
+
+
+def test_status_indexes_follow_every_transition(store, redis_client):
+    store.create("t1", "echo", b"{}", max_attempts=2)
+    store.create("t2", "echo", b"{}")
+    assert statuses_indexed(redis_client, "t1") == {"queued"}
+    assert redis_client.zscore(ALL_INDEX_KEY, "t1") is not None
+    assert redis_client.zscore(name_index_key("echo"), "t1") is not None
+
+    store.start("t1", 1, "pool-a")
+    assert statuses_indexed(redis_client, "t1") == {"running"}
+    store.release("t1", "pool-a", b'{"type": "Lost", "message": ""}')
+    assert statuses_indexed(redis_client, "t1") == {"queued"}
+    store.start("t1", 2, "pool-b")
+    store.finish("t1", 2, SUCCESS)
+    assert statuses_indexed(redis_client, "t1") == {"succeeded"}
+
+    store.cancel("t2")
+    assert statuses_indexed(redis_client, "t2") == {"cancelled"}
+
+
+def test_an_idempotency_key_creates_once_and_discard_frees_it(store, redis_client):
+    key = Idempotency("k" * 64, "d" * 64, ttl_s=60)
+
+    assert store.create("t1", "echo", b"{}", idempotency=key).created
+    again = store.create("t2", "echo", b"{}", idempotency=key)
+    assert again == Created(False, "t1:" + "d" * 64)
+    assert store.get("t2") is None
+    assert 0 < redis_client.ttl(idempotency_key("k" * 64)) <= 60
+
+    store.discard("t1", "echo", key)
+    assert store.get("t1") is None
+    assert redis_client.zscore(ALL_INDEX_KEY, "t1") is None
+    assert store.create("t3", "echo", b"{}", idempotency=key).created
+
+
+def test_creates_trim_expired_entries_from_the_old_end(store, redis_client):
+    store.create("old", "echo", b"{}")
+    store.start("old", 1, "pool")
+    store.finish("old", 1, SUCCESS)
+    redis_client.delete(task_key("old"))  # as if it expired
+
+    store.create("new", "echo", b"{}")
+
+    for index in (ALL_INDEX_KEY, name_index_key("echo"), status_index_key("succeeded")):
+        assert redis_client.zscore(index, "old") is None
+    assert redis_client.zscore(ALL_INDEX_KEY, "new") is not None
+
+
+def test_list_page_pages_through_equal_scores_without_loss(store, redis_client):
+    for number in range(7):
+        task_id = f"{number:032x}"
+        store.create(task_id, "echo", b"{}")
+        redis_client.zadd(ALL_INDEX_KEY, {task_id: 100.0})
+    redis_client.zadd(ALL_INDEX_KEY, {"f" * 32: 200.0})  # record expired
+
+    seen, cursor = [], None
+    for _ in range(10):
+        page = store.list_page(ALL_INDEX_KEY, cursor, 3, lambda _: True, 100)
+        seen += [fields[b"id"].decode() for fields in page.records]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == [f"{number:032x}" for number in reversed(range(7))]
+    assert redis_client.zscore(ALL_INDEX_KEY, "f" * 32) is None

@@ -15,6 +15,7 @@ cannot be written while Redis is down wait in a bounded buffer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -77,6 +78,8 @@ class WorkerPool:
         self._unwritten: deque[tuple[Assignment, Outcome | None]] = deque()
         self._draining = False
         self._stopping = False
+        # Attempts this pool finished (any outcome), for GET /v1/workers.
+        self._tasks_done = 0
         self._poller: zmq.Poller | None = None
         self._socket = self._make_socket()
 
@@ -212,10 +215,30 @@ class WorkerPool:
         self._write_unwritten()
 
     def _publish_task_types(self) -> None:
+        """Write what this pool serves and runs to Redis, for the web's catalog."""
+        busy = [slot.assignment for slot in self._slots if slot.assignment]
+        record = {
+            "id": self._identity,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "tasks": sorted(self._specs),
+            "processes": len(self._runners),
+            # Tasks it can run at once: one per process, or more in gevent mode.
+            "slots": len(self._slots),
+            "current_tasks": [
+                {"id": a.header.task_id, "name": a.header.name} for a in busy
+            ],
+            "tasks_done": self._tasks_done,
+            "draining": self._draining,
+        }
+        # Twice the broker's liveness: a record outlives a beat or two lost to
+        # a slow Redis, never a dead pool for long.
+        ttl_s = max(1, math.ceil(2 * self._settings.worker_liveness_s))
         try:
             self._store.announce_task_types(
                 {name: spec.to_dict() for name, spec in self._specs.items()}
             )
+            self._store.record_worker(self._identity, record, ttl_s)
         except StoreUnavailableError as exc:
             logger.warning("cannot announce task types: %s", exc)
 
@@ -355,6 +378,7 @@ class WorkerPool:
                 self._keep_unwritten(assignment, outcome)
             return
         for (assignment, outcome), record in zip(finished, records, strict=True):
+            self._tasks_done += 1
             if record is None:
                 self._reply_current(assignment)
                 continue
@@ -537,6 +561,9 @@ class WorkerPool:
             )
         self._send(Message(Header(Command.DISCONNECT)))
         self._socket.close(linger=1000)
+        # Without Redis the record expires by itself within two liveness periods.
+        with contextlib.suppress(StoreUnavailableError):
+            self._store.forget_worker(self._identity)
         logger.info("worker pool stopped identity=%s", self._identity)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +37,15 @@ PREFIX = "taskgate:"
 UNFINISHED_KEY = PREFIX + "unfinished"
 TASK_TYPES_KEY = PREFIX + "task-types"
 FINISHED_CHANNEL = PREFIX + "finished"
+# Ids of tasks that started, reported progress or went back to the queue.
+CHANGED_CHANNEL = PREFIX + "changed"
+# Listing indexes, scored by creation time: every task, per name, per status.
+ALL_INDEX_KEY = PREFIX + "index:all"
+# Live worker pools: one JSON record each (expiring), and their ids scored by
+# their last heartbeat.
+WORKERS_KEY = PREFIX + "workers"
+# Expired entries a create drops from the oldest end of the indexes it touches.
+TRIM_PER_CREATE = 4
 
 # Redis errors that mean "not reachable right now", as opposed to a bug.
 REDIS_DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError)
@@ -62,6 +71,26 @@ class TaskStatus(StrEnum):
 def task_key(task_id: str) -> str:
     """The hash that holds one task's record."""
     return PREFIX + "task:" + task_id
+
+
+def name_index_key(name: str) -> str:
+    """The listing index of one task name."""
+    return PREFIX + "index:name:" + name
+
+
+def status_index_key(status: str) -> str:
+    """The listing index of one status."""
+    return PREFIX + "index:status:" + status
+
+
+def idempotency_key(digest: str) -> str:
+    """Where an Idempotency-Key (by its digest) names the task it created."""
+    return PREFIX + "idempotency:" + digest
+
+
+def worker_key(identity: str) -> str:
+    """The expiring record of one worker pool."""
+    return PREFIX + "worker:" + identity
 
 
 def connect(url: str, pool_size: int, timeout_s: float) -> redis.Redis:
@@ -99,6 +128,7 @@ class NewTask:
     args: bytes
     max_attempts: int = 1
     time_limit_s: float = 0.0
+    idempotency: Idempotency | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +146,34 @@ class Cancellation:
     previous: str
     owner: str = ""
     attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A client's Idempotency-Key, as digests, with how long it holds."""
+
+    key_digest: str
+    request_digest: str
+    ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """What a create did: made ``task_id``, or found ``existing`` for the same key.
+
+    ``existing`` is the stored ``<task id>:<request digest>`` of the first request.
+    """
+
+    created: bool
+    existing: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListedPage:
+    """One page of a listing, newest first, and where the next page starts."""
+
+    records: list[dict[bytes, bytes]]
+    next_cursor: tuple[float, str] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +201,8 @@ class TaskStore:
     def __init__(self, client: redis.Redis, result_ttl_s: int) -> None:
         self._client = client
         self._result_ttl_s = result_ttl_s
+        self._create = client.register_script(scripts.CREATE)
+        self._discard = client.register_script(scripts.DISCARD)
         self._start = client.register_script(scripts.START)
         self._progress = client.register_script(scripts.PROGRESS)
         self._finish = client.register_script(scripts.FINISH)
@@ -161,39 +221,144 @@ class TaskStore:
         args: bytes,
         max_attempts: int = 1,
         time_limit_s: float = 0.0,
-    ) -> None:
-        """Write a ``queued`` record and index it, in one transaction."""
-        self.create_many([NewTask(task_id, name, args, max_attempts, time_limit_s)])
+        idempotency: Idempotency | None = None,
+    ) -> Created:
+        """Write a ``queued`` record and index it, atomically.
 
-    def create_many(self, tasks: list[NewTask]) -> None:
-        """:meth:`create` for several tasks in one transaction and round trip."""
-        now = time.time()
-        pipe = self._client.pipeline(transaction=True)
+        With ``idempotency``, the key is claimed in the same script, before the
+        record exists: of simultaneous requests with one key exactly one creates.
+        """
+        task = NewTask(task_id, name, args, max_attempts, time_limit_s, idempotency)
+        return self.create_many([task])[0]
+
+    def create_many(self, tasks: list[NewTask]) -> list[Created]:
+        """:meth:`create` for several tasks in one round trip, each one atomic."""
+        now = repr(time.time())
+        pipe = self._client.pipeline(transaction=False)
         for task in tasks:
-            pipe.hset(
-                task_key(task.task_id),
-                mapping={
-                    "id": task.task_id,
-                    "name": task.name,
-                    "status": TaskStatus.QUEUED.value,
-                    "created_at": repr(now),
-                    "attempts": 0,
-                    "max_attempts": task.max_attempts,
-                    "time_limit_s": repr(task.time_limit_s),
-                    "args": task.args,
-                },
+            idempotency = task.idempotency
+            value = (
+                f"{task.task_id}:{idempotency.request_digest}" if idempotency else ""
             )
-        pipe.zadd(UNFINISHED_KEY, {task.task_id: now for task in tasks})
+            keys = [
+                task_key(task.task_id),
+                UNFINISHED_KEY,
+                ALL_INDEX_KEY,
+                name_index_key(task.name),
+                status_index_key(TaskStatus.QUEUED),
+                status_index_key(TaskStatus.SUCCEEDED),
+                status_index_key(TaskStatus.FAILED),
+                status_index_key(TaskStatus.CANCELLED),
+                idempotency_key(idempotency.key_digest) if idempotency else "",
+            ]
+            args_: list[ScriptArg] = [
+                task.task_id,
+                task.name,
+                now,
+                task.max_attempts,
+                repr(task.time_limit_s),
+                task.args,
+                value,
+                idempotency.ttl_s if idempotency else 0,
+                task_key(""),
+                TRIM_PER_CREATE,
+            ]
+            self._create(keys=keys, args=args_, client=pipe)
         with _translate_errors():
-            pipe.execute()
+            found = pipe.execute()
+        return [
+            Created(True) if row[0] == b"created" else Created(False, row[1].decode())
+            for row in found
+        ]
 
-    def discard(self, task_id: str) -> None:
+    def discard(
+        self, task_id: str, name: str, idempotency: Idempotency | None = None
+    ) -> None:
         """Remove a record the client was never told about (the broker refused it)."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.delete(task_key(task_id))
-        pipe.zrem(UNFINISHED_KEY, task_id)
+        keys = [
+            task_key(task_id),
+            UNFINISHED_KEY,
+            ALL_INDEX_KEY,
+            name_index_key(name),
+            status_index_key(TaskStatus.QUEUED),
+            idempotency_key(idempotency.key_digest) if idempotency else task_key(""),
+        ]
         with _translate_errors():
-            pipe.execute()
+            self._discard(keys=keys, args=[task_id])
+
+    def list_page(
+        self,
+        index: str,
+        cursor: tuple[float, str] | None,
+        limit: int,
+        keep: Callable[[dict[bytes, bytes]], bool],
+        max_scanned: int,
+    ) -> ListedPage:
+        """Up to ``limit`` records from ``index``, newest first, that ``keep`` accepts.
+
+        ``cursor`` is the (score, id) of the last entry the previous page
+        scanned. At most ``max_scanned`` entries are read: a page can come back
+        short with a cursor, when many entries were filtered out. Entries whose
+        record expired are dropped from ``index`` on the way.
+        """
+        records: list[dict[bytes, bytes]] = []
+        last: tuple[float, str] | None = cursor
+        scanned = 0
+        exhausted = False
+        while len(records) < limit and scanned < max_scanned and not exhausted:
+            batch = min(max_scanned - scanned, max(limit - len(records), 10) * 2)
+            entries = self._entries_before(index, last, batch)
+            exhausted = len(entries) < batch
+            if not entries:
+                break
+            with _translate_errors():
+                pipe = self._client.pipeline(transaction=False)
+                for member, _ in entries:
+                    pipe.hgetall(task_key(member))
+                rows: list[dict[bytes, bytes]] = pipe.execute()
+            expired = []
+            for (member, score), fields in zip(entries, rows, strict=True):
+                scanned += 1
+                last = (score, member)
+                if not fields:
+                    expired.append(member)
+                elif keep(fields):
+                    records.append(fields)
+                    if len(records) == limit:
+                        exhausted = exhausted and member == entries[-1][0]
+                        break
+            if expired:
+                with _translate_errors():
+                    self._client.zrem(index, *expired)
+        return ListedPage(records, None if exhausted else last)
+
+    def queued_before(self, created_at: float) -> int:
+        """How many queued tasks (of any name) were created before ``created_at``."""
+        with _translate_errors():
+            count: int = self._client.zcount(
+                status_index_key(TaskStatus.QUEUED), "-inf", f"({created_at!r}"
+            )
+        return count
+
+    def _entries_before(
+        self, index: str, cursor: tuple[float, str] | None, count: int
+    ) -> list[tuple[str, float]]:
+        """Entries after ``cursor`` in newest-first order (score desc, id desc)."""
+        top = "+inf" if cursor is None else repr(cursor[0])
+        # Entries sharing the cursor's score come in descending id order; the
+        # ones at or above the cursor's id were on earlier pages.
+        skip = 0
+        if cursor is not None:
+            with _translate_errors():
+                same: list[bytes] = self._client.zrangebyscore(  # type: ignore[assignment]
+                    index, top, top
+                )
+            skip = sum(1 for member in same if member.decode() >= cursor[1])
+        with _translate_errors():
+            raw: list[tuple[bytes, float]] = self._client.zrevrangebyscore(  # type: ignore[assignment]
+                index, top, "-inf", start=skip, num=count, withscores=True
+            )
+        return [(member.decode(), score) for member, score in raw]
 
     def get(self, task_id: str) -> dict[bytes, bytes] | None:
         """The raw record, or None if no such task exists (or it expired)."""
@@ -210,16 +375,23 @@ class TaskStore:
         now = repr(time.time())
         pipe = self._client.pipeline(transaction=False)
         for task_id, attempt in tasks:
-            self._start(
-                keys=[task_key(task_id)], args=[attempt, now, owner], client=pipe
-            )
+            args: list[ScriptArg] = [attempt, now, owner, task_id, CHANGED_CHANNEL]
+            keys = [
+                task_key(task_id),
+                status_index_key(TaskStatus.QUEUED),
+                status_index_key(TaskStatus.RUNNING),
+            ]
+            self._start(keys=keys, args=args, client=pipe)
         with _translate_errors():
             return [bool(started) for started in pipe.execute()]
 
     def set_progress(self, task_id: str, attempt: int, progress: bytes) -> bool:
         """Store progress JSON if this attempt still owns the task."""
         with _translate_errors():
-            stored = self._progress(keys=[task_key(task_id)], args=[attempt, progress])
+            stored = self._progress(
+                keys=[task_key(task_id)],
+                args=[attempt, progress, task_id, CHANGED_CHANNEL],
+            )
         return bool(stored)
 
     def finish(
@@ -250,9 +422,13 @@ class TaskStore:
                 task_id,
                 FINISHED_CHANNEL,
             ]
-            self._finish(
-                keys=[task_key(task_id), UNFINISHED_KEY], args=args, client=pipe
-            )
+            keys = [
+                task_key(task_id),
+                UNFINISHED_KEY,
+                status_index_key(TaskStatus.RUNNING),
+                status_index_key(outcome.status),
+            ]
+            self._finish(keys=keys, args=args, client=pipe)
         with _translate_errors():
             replies = pipe.execute()
         return [
@@ -269,11 +445,17 @@ class TaskStore:
             error,
             task_id,
             FINISHED_CHANNEL,
+            CHANGED_CHANNEL,
+        ]
+        keys = [
+            task_key(task_id),
+            UNFINISHED_KEY,
+            status_index_key(TaskStatus.RUNNING),
+            status_index_key(TaskStatus.QUEUED),
+            status_index_key(TaskStatus.FAILED),
         ]
         with _translate_errors():
-            outcome, attempts = self._release(
-                keys=[task_key(task_id), UNFINISHED_KEY], args=args
-            )
+            outcome, attempts = self._release(keys=keys, args=args)
         return Release(outcome.decode(), int(attempts))
 
     def cancel(self, task_id: str) -> Cancellation:
@@ -285,7 +467,16 @@ class TaskStore:
             FINISHED_CHANNEL,
         ]
         with _translate_errors():
-            found = self._cancel(keys=[task_key(task_id), UNFINISHED_KEY], args=args)
+            found = self._cancel(
+                keys=[
+                    task_key(task_id),
+                    UNFINISHED_KEY,
+                    status_index_key(TaskStatus.QUEUED),
+                    status_index_key(TaskStatus.RUNNING),
+                    status_index_key(TaskStatus.CANCELLED),
+                ],
+                args=args,
+            )
         previous = found[0].decode()
         if len(found) == 1:
             return Cancellation(previous)
@@ -344,6 +535,38 @@ class TaskStore:
         }
         with _translate_errors():
             self._client.hset(TASK_TYPES_KEY, mapping=mapping)  # type: ignore[arg-type]
+
+    def record_worker(self, identity: str, record: dict[str, Any], ttl_s: int) -> None:
+        """Refresh a pool's record; it expires unless the next heartbeat renews it."""
+        now = time.time()
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(
+            worker_key(identity), orjson.dumps({**record, "seen_at": now}), ex=ttl_s
+        )
+        pipe.zadd(WORKERS_KEY, {identity: now})
+        # Pools gone silent longer than a record lives drop out of the index.
+        pipe.zremrangebyscore(WORKERS_KEY, "-inf", f"({now - ttl_s!r}")
+        with _translate_errors():
+            pipe.execute()
+
+    def forget_worker(self, identity: str) -> None:
+        """Remove a pool's record at a clean shutdown."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.delete(worker_key(identity))
+        pipe.zrem(WORKERS_KEY, identity)
+        with _translate_errors():
+            pipe.execute()
+
+    def live_workers(self) -> list[dict[str, Any]]:
+        """Records of the pools whose last heartbeat has not expired, newest first."""
+        with _translate_errors():
+            ids: list[bytes] = self._client.zrevrange(WORKERS_KEY, 0, -1)  # type: ignore[assignment]
+            if not ids:
+                return []
+            raw: list[bytes | None] = self._client.mget(  # type: ignore[assignment]
+                [worker_key(identity.decode()) for identity in ids]
+            )
+        return [orjson.loads(record) for record in raw if record is not None]
 
     def read_task_types(self) -> dict[str, dict[str, Any]]:
         """Every task type ever announced, with its ``seen_at`` time."""

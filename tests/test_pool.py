@@ -38,6 +38,14 @@ class FakeBroker:
                 message = protocol.decode(frames)
                 if message.header.command is command:
                     return identity, message
+                if (
+                    command is Command.READY
+                    and message.header.command is Command.HEARTBEAT
+                ):
+                    # Its first announcement went out before the connection was
+                    # up: ask again, as the real broker does.
+                    disconnect = protocol.encode(Message(Header(Command.DISCONNECT)))
+                    self.socket.send_multipart([identity, *disconnect])
         raise AssertionError(f"no {command} within {timeout_s}s")
 
     def submit(self, identity, task_id, name, payload, request_id="r1", attempt=1):
@@ -323,6 +331,9 @@ def green_pool(start_pool, redis_server_instance):
     store = TaskStore(redis.Redis.from_url(redis_url), result_ttl_s=600)
     started = start_pool(
         redis_url,
+        # A grace long enough that the parent's backstop never fires here: this
+        # test is about the child stopping one greenlet by itself.
+        TASKGATE_CANCEL_GRACE_S="5",
         TASKGATE_WORKER_MODE="gevent",
         TASKGATE_WORKER_PROCESSES="1",
         TASKGATE_WORKER_CONCURRENCY="50",

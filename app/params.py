@@ -35,10 +35,17 @@ class BodyLimits:
     max_items: int
 
 
+def _is_json(mimetype: str) -> bool:
+    """``application/json`` or a ``type/subtype+json``; a missing header is JSON too."""
+    if mimetype in JSON_TYPES:
+        return True
+    kind, _, subtype = mimetype.partition("/")
+    return bool(kind) and subtype.endswith("+json") and len(subtype) > len("+json")
+
+
 def json_object_body(limits: BodyLimits) -> tuple[bytes, dict[str, Any]]:
     """The raw body and its parsed object; 413, 415 or 400 problems otherwise."""
-    mimetype = request.mimetype
-    if mimetype and mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
+    if "Content-Type" in request.headers and not _is_json(request.mimetype):
         raise RequestError(
             415,
             "unsupported-media-type",

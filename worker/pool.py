@@ -211,10 +211,12 @@ class WorkerPool:
 
     def _heartbeat(self) -> None:
         self._send(Message(Header(Command.HEARTBEAT)))
-        self._publish_task_types()
-        self._write_unwritten()
+        # While Redis does not answer, one timed-out call per beat is enough: more
+        # would delay the next heartbeat until the broker takes us for dead.
+        if self._publish_task_types():
+            self._write_unwritten()
 
-    def _publish_task_types(self) -> None:
+    def _publish_task_types(self) -> bool:
         """Write what this pool serves and runs to Redis, for the web's catalog."""
         busy = [slot.assignment for slot in self._slots if slot.assignment]
         record = {
@@ -241,6 +243,8 @@ class WorkerPool:
             self._store.record_worker(self._identity, record, ttl_s)
         except StoreUnavailableError as exc:
             logger.warning("cannot announce task types: %s", exc)
+            return False
+        return True
 
     def _drain_socket(self) -> None:
         while True:
@@ -574,9 +578,10 @@ def main() -> None:
 
     settings = load()
     configure_logging(settings.log_level)
-    client = connect(
-        settings.redis_url, pool_size=4, timeout_s=settings.redis_timeout_s
-    )
+    # The pool's Redis calls run in the loop that sends heartbeats: a timeout well
+    # under the broker's liveness keeps an unreachable Redis from silencing them.
+    timeout_s = min(settings.redis_timeout_s, settings.worker_liveness_s / 4)
+    client = connect(settings.redis_url, pool_size=4, timeout_s=timeout_s)
     try:
         pool = WorkerPool(settings, TaskStore(client, settings.result_ttl_s))
     except ImportError as exc:

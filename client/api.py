@@ -198,7 +198,10 @@ class Client:
                 method, url, params=params, json=json, timeout=wait_s + self.timeout_s
             )
         except requests.RequestException as exc:
-            raise TransportError(f"{method} {url}: {exc}") from exc
+            # requests' own message nests the whole retry history; the class says it.
+            raise TransportError(
+                f"{method} {url}: no answer ({type(exc).__name__})"
+            ) from exc
         if response.status_code >= 400:
             raise ProblemError.from_response(response)
         return response

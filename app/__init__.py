@@ -13,6 +13,7 @@ from app.errors import register_error_handlers
 from app.events import events
 from app.listing import listing
 from app.openapi import build_spec
+from app.readiness import readiness
 from app.routes import api
 from app.services import Services
 from conf.logging import configure_logging
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(listing)
     app.register_blueprint(events)
     app.register_blueprint(docs)
+    app.register_blueprint(readiness)
     # Built once here, from the routes and settings in force; served as is.
     app.config["TASKGATE_OPENAPI"] = orjson.dumps(build_spec(app, settings))
     register_error_handlers(app, settings.retry_after_s)

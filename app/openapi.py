@@ -182,6 +182,16 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 "responses": {"200": _json("Health", "the process answers")},
             }
         },
+        "readiness.readyz": {
+            "get": {
+                "summary": "Readiness: Redis and the broker answer",
+                "security": [],
+                "responses": {
+                    "200": _json("Readiness", "Redis and the broker answered"),
+                    **_problems("not-ready"),
+                },
+            }
+        },
         "api.submit_task": {"post": submit},
         "api.process_alias": {
             "post": {

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # How long the web side waits for the broker to accept a task before it
     # answers 503.
     broker_timeout_s: PositiveFloat = 5.0
+    # How long GET /readyz gives Redis and the broker, together, to answer.
+    ready_timeout_s: PositiveFloat = 1.0
 
     # Broker bounds: waiting tasks across all names, and their payload bytes.
     queue_limit: PositiveInt = 10_000

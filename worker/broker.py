@@ -176,6 +176,8 @@ class Broker:
             self._submit(client, message)
         elif header.command is Command.CANCEL:
             self._cancel(header)
+        elif header.command is Command.PING:
+            self.send_client(client, Header(Command.PONG, request_id=header.request_id))
         else:
             logger.warning("unexpected command from web process: %s", header.command)
 

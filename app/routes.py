@@ -34,6 +34,7 @@ from app.params import (
 from app.prefer import decide_wait, read_preferences
 from app.retry import retry_after_s
 from app.services import Clients, Services
+from conf.log_context import bind_task
 from conf.settings import Settings
 from worker.errors import TaskFinishedError
 from worker.registry import TASK_NAME
@@ -179,6 +180,7 @@ def _run(
     if spec.time_limit_s > 0:
         time_limit_s = min(time_limit_s or spec.time_limit_s, spec.time_limit_s)
     task_id = uuid.uuid4().hex
+    bind_task(task_id)
     created = clients.records.create(
         NewTask(
             task_id, name, body, max(1, spec.max_attempts), time_limit_s, idempotency

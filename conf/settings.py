@@ -122,6 +122,14 @@ class Settings(BaseSettings):
     task_type_ttl_s: PositiveFloat = 60.0
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text" for people, "json" for log platforms; a platform-style name, as the
+    # issue asked, read also as TASKGATE_LOG_FORMAT.
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        validation_alias=AliasChoices(
+            "LOG_FORMAT", "TASKGATE_LOG_FORMAT", "log_format"
+        ),
+    )
 
     @property
     def task_module_names(self) -> list[str]:
@@ -165,6 +173,6 @@ def _variable_name(field: str) -> str:
     """Map a field (or the alias pydantic reports) back to its variable."""
     if field.isupper():
         return field
-    if field in ("port", "web_concurrency", "redis_url"):
+    if field in ("port", "web_concurrency", "redis_url", "log_format"):
         return field.upper()
     return "TASKGATE_" + field.upper()

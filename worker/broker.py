@@ -441,7 +441,7 @@ def main() -> None:
     from conf.settings import load
 
     settings = load()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # Recovery's Redis calls run in the routing loop: a short timeout bounds how
     # long an unreachable Redis can hold routing up (once per recovery interval).
     timeout_s = min(settings.redis_timeout_s, BROKER_REDIS_TIMEOUT_S)

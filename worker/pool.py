@@ -452,7 +452,12 @@ class WorkerPool:
             settings.worker_concurrency if settings.worker_mode == "gevent" else 1
         )
         self._runners.append(
-            spawn_runner(settings.task_module_names, settings.log_level, concurrency)
+            spawn_runner(
+                settings.task_module_names,
+                settings.log_level,
+                settings.log_format,
+                concurrency,
+            )
         )
         self._poller = None
 
@@ -573,7 +578,7 @@ def main() -> None:
     from conf.settings import load
 
     settings = load()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     client = connect(
         settings.redis_url, pool_size=4, timeout_s=settings.redis_timeout_s
     )

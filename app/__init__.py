@@ -12,6 +12,7 @@ from app.docs import docs
 from app.errors import register_error_handlers
 from app.events import events
 from app.listing import listing
+from app.metrics import install_metrics
 from app.openapi import build_spec
 from app.readiness import readiness
 from app.request_ids import install_request_ids
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["taskgate"] = Services(settings)
     # First, so that even a refused request has an id on its answer and logs.
     install_request_ids(app)
+    install_metrics(app)
     install_auth(app, settings.api_key_list)
     app.register_blueprint(api)
     app.register_blueprint(listing)

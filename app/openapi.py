@@ -192,6 +192,18 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 },
             }
         },
+        "metrics.serve_metrics": {
+            "get": {
+                "summary": "Prometheus metrics of all web processes",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "the Prometheus text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "api.submit_task": {"post": submit},
         "api.process_alias": {
             "post": {

@@ -25,6 +25,7 @@ from gevent.event import Event
 
 from app.errors import RequestError, problem
 from app.idempotency import key_reused_error, read_idempotency
+from app.metrics import count_submitted
 from app.params import (
     BodyLimits,
     json_object_body,
@@ -242,6 +243,7 @@ def _submit_and_wait(
     """Send the task; return its final record if it ends within ``wait_s``."""
     try:
         ticket = clients.dispatcher.submit(task_id, name, body, time_limit_s)
+        count_submitted(name)
     except Exception:
         # The client never hears of this id; a stale record would only confuse,
         # and the key must be free for the client's retry.

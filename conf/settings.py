@@ -122,6 +122,15 @@ class Settings(BaseSettings):
     task_type_ttl_s: PositiveFloat = 60.0
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Where gunicorn's worker processes keep their Prometheus metrics, so that a
+    # scrape of any one sums all. prometheus-client reads the same variable;
+    # conf/gunicorn.conf.py makes a fresh directory when it is unset.
+    prometheus_multiproc_dir: str = Field(
+        "",
+        validation_alias=AliasChoices(
+            "PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"
+        ),
+    )
     # "text" for people, "json" for log platforms; a platform-style name, as the
     # issue asked, read also as TASKGATE_LOG_FORMAT.
     log_format: Literal["text", "json"] = Field(
@@ -173,6 +182,12 @@ def _variable_name(field: str) -> str:
     """Map a field (or the alias pydantic reports) back to its variable."""
     if field.isupper():
         return field
-    if field in ("port", "web_concurrency", "redis_url", "log_format"):
+    if field in (
+        "port",
+        "web_concurrency",
+        "redis_url",
+        "log_format",
+        "prometheus_multiproc_dir",
+    ):
         return field.upper()
     return "TASKGATE_" + field.upper()

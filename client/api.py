@@ -96,19 +96,27 @@ class Client:
                 deadline,
                 _retry_after_s(response),
                 on_update,
+                LONG_POLL_S,
             )
         return result_of(task)
 
     def wait(
-        self, task_id: str, wait_s: float, on_update: TaskObserver | None = None
+        self,
+        task_id: str,
+        wait_s: float,
+        on_update: TaskObserver | None = None,
+        poll_s: float = LONG_POLL_S,
     ) -> dict[str, Any]:
         """Long-poll task ``task_id`` until it ends; return its final resource.
 
-        Raises :class:`WaitTimeoutError` if it has not ended after ``wait_s``.
+        A long-poll answers when the task ends, not when it reports progress, so a
+        caller that shows progress passes a short ``poll_s`` (seconds per
+        long-poll) to hear of it that often. Raises :class:`WaitTimeoutError` if
+        the task has not ended after ``wait_s``.
         """
         deadline = time.monotonic() + wait_s
         url = urljoin(self.base_url, f"v1/tasks/{task_id}")
-        return self._follow(url, self.get(task_id), deadline, 1.0, on_update)
+        return self._follow(url, self.get(task_id), deadline, 1.0, on_update, poll_s)
 
     def get(self, task_id: str, wait_s: float = 0.0) -> dict[str, Any]:
         """The task resource; ``wait_s`` > 0 long-polls until it ends or time runs out."""
@@ -166,20 +174,21 @@ class Client:
         deadline: float,
         pause_s: float,
         on_update: TaskObserver | None,
+        poll_s: float,
     ) -> dict[str, Any]:
-        """Long-poll ``url`` until the task ends or ``deadline`` passes."""
+        """Long-poll ``url``, ``poll_s`` at a time, until the task ends or ``deadline``."""
         while task.get("status") not in FINAL_STATUSES:
             left_s = deadline - time.monotonic()
             if left_s <= 0:
                 raise WaitTimeoutError(str(task.get("id")), task)
-            poll_s = min(left_s, LONG_POLL_S)
+            this_poll_s = min(left_s, poll_s)
             started = time.monotonic()
             task = self._request(
-                "GET", url, params={"wait": _seconds(poll_s)}, wait_s=poll_s
+                "GET", url, params={"wait": _seconds(this_poll_s)}, wait_s=this_poll_s
             ).json()
             if on_update is not None:
                 on_update(task)
-            early_s = poll_s - (time.monotonic() - started)
+            early_s = this_poll_s - (time.monotonic() - started)
             if task.get("status") not in FINAL_STATUSES and early_s > 0:
                 time.sleep(min(pause_s, early_s, MAX_PAUSE_S))
         return task

@@ -20,6 +20,8 @@ from client.errors import ProblemError, TaskgateError, WaitTimeoutError
 from client.progress import ProgressBar
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# How often `run` asks for news of a task's progress, in seconds.
+PROGRESS_POLL_S = 0.25
 EXIT_PROBLEM = 1
 EXIT_WAIT_TIMEOUT = 3
 
@@ -48,7 +50,9 @@ def run_task(client: Client, options: argparse.Namespace) -> int:
     try:
         task = client.submit(options.name, **dict(options.arguments))
         bar.update(task)
-        final = client.wait(task["id"], options.wait, on_update=bar.update)
+        final = client.wait(
+            task["id"], options.wait, on_update=bar.update, poll_s=PROGRESS_POLL_S
+        )
     finally:
         bar.close()
     _print_json(result_of(final))

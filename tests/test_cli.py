@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
 
 import pytest
 
 from client.cli import parse_argument
-from client.progress import describe
+from client.progress import ProgressBar, describe
 from tests.helpers import ROOT, python_args
 
 pytestmark = pytest.mark.slow
@@ -32,7 +34,8 @@ def test_cli_run_prints_the_result_and_draws_progress(stack):
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"steps": 3}
-    assert "/3" in done.stderr  # at least one bar with counts was drawn
+    counts = set(re.findall(r" (\d+)/3 ", done.stderr))
+    assert len(counts - {"3"}) >= 2, done.stderr  # the bar moved while the task ran
     assert done.stderr.rstrip().splitlines()[-1].startswith("succeeded")
 
 
@@ -87,3 +90,20 @@ def test_cli_failed_task_names_its_id(stack):
 
     assert done.returncode == 1
     assert "500 Task failed: RuntimeError: boom (task " in done.stderr
+
+
+def test_cli_progress_bar_redraws_in_place_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    bar = ProgressBar(screen)
+    bar.update({"status": "running", "progress": {"current": 1, "total": 2}})
+    bar.update({"status": "running", "progress": {"current": 1, "total": 2}})
+    bar.update({"status": "succeeded", "progress": None})
+    bar.close()
+
+    frames = screen.getvalue().split("\r")[1:]
+    assert len(frames) == 2  # the unchanged state was not drawn again
+    assert frames[1].rstrip(" \n") == "succeeded" and frames[1].endswith("\n")

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # How long GET /readyz gives Redis and the broker, together, to answer.
     ready_timeout_s: PositiveFloat = 1.0
 
+    # Port of the broker's Prometheus metrics on TASKGATE_HOST; 0: none.
+    broker_metrics_port: int = Field(0, ge=0, le=65535)
+
     # Broker bounds: waiting tasks across all names, and their payload bytes.
     queue_limit: PositiveInt = 10_000
     queue_max_bytes: PositiveInt = 256 * 1024 * 1024

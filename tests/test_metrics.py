@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from tests.helpers import wait_for
+from tools.redis_server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +75,26 @@ def test_metrics_label_unknown_paths_as_unmatched(stack):
         >= 1
     )
     assert "/no/such/path/123" not in text
+
+
+def test_broker_metrics_show_live_pools_and_free_slots(
+    make_stack, redis_server_instance
+):
+    port = free_port()
+    stack = make_stack(
+        redis_server_instance.url(7),
+        TASKGATE_HOST="127.0.0.1",
+        TASKGATE_BROKER_METRICS_PORT=str(port),
+    ).start_all()
+
+    def scraped():
+        try:
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except requests.ConnectionError:
+            return None
+        return text if "taskgate_broker_live_pools 1.0" in text else None
+
+    text = wait_for(scraped, timeout_s=15, what="the broker's metrics")
+    assert "taskgate_broker_free_slots 4.0" in text  # TASKGATE_WORKER_PROCESSES=4
+    assert "taskgate_broker_waiting_tasks 0.0" in text
+    assert stack.broker.alive()

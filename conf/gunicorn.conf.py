@@ -25,6 +25,10 @@ from conf.settings import load
 
 _settings = load()
 
+# Known limit: a HUP makes gunicorn run this file again, which then finds the
+# directory it made in the environment and takes it as given: the counts start
+# from zero (Prometheus' rate() copes with that), and the directory is no longer
+# removed at exit but stays in the temporary directory until the OS clears it.
 if _settings.prometheus_multiproc_dir:
     _metrics_dir = _settings.prometheus_multiproc_dir
     _made_metrics_dir = False

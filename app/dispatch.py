@@ -128,6 +128,25 @@ class Dispatcher:
             gevent.sleep(pause_s)
             pause_s = min(pause_s * 2, 0.1)
 
+    def ping(self, timeout_s: float) -> bool:
+        """Whether the broker answers a ``ping`` within ``timeout_s`` seconds.
+
+        A real round trip through this process's socket and reader greenlet: it
+        proves the broker's loop runs, not only that a TCP connection is up.
+        """
+        ticket = Ticket(str(next(self._ids)))
+        self._tickets[ticket.request_id] = ticket
+        header = Header(Command.PING, request_id=ticket.request_id)
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._send(protocol.encode(Message(header)), deadline)
+            answer = ticket.accepted.wait(max(0.0, deadline - time.monotonic()))
+            return answer is not None
+        except BrokerUnavailableError:
+            return False
+        finally:
+            self.release(ticket)
+
     def cancel(self, task_id: str, owner: str) -> None:
         """Ask the broker to stop a running task; best effort, never waits.
 
@@ -194,7 +213,7 @@ class Dispatcher:
             if not ticket.accepted.ready():
                 ticket.accepted.set(message)
             ticket.reply.set(message)
-        elif command in (Command.ACCEPTED, Command.REJECTED):
+        elif command in (Command.ACCEPTED, Command.REJECTED, Command.PONG):
             if not ticket.accepted.ready():
                 ticket.accepted.set(message)
         else:

@@ -182,6 +182,28 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 "responses": {"200": _json("Health", "the process answers")},
             }
         },
+        "readiness.readyz": {
+            "get": {
+                "summary": "Readiness: Redis and the broker answer",
+                "security": [],
+                "responses": {
+                    "200": _json("Readiness", "Redis and the broker answered"),
+                    **_problems("not-ready"),
+                },
+            }
+        },
+        "metrics.serve_metrics": {
+            "get": {
+                "summary": "Prometheus metrics of all web processes",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "the Prometheus text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "api.submit_task": {"post": submit},
         "api.process_alias": {
             "post": {

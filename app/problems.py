@@ -123,6 +123,12 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         "Service unavailable",
         "Redis or the broker did not answer in time. Carries Retry-After.",
     ),
+    "not-ready": ProblemType(
+        503,
+        "Not ready",
+        "GET /readyz: Redis or the broker did not answer within "
+        "TASKGATE_READY_TIMEOUT_S; the checks member says which.",
+    ),
     "queue-full": ProblemType(
         503,
         "Service unavailable",

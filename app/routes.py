@@ -25,6 +25,7 @@ from gevent.event import Event
 
 from app.errors import RequestError, problem
 from app.idempotency import key_reused_error, read_idempotency
+from app.metrics import count_submitted
 from app.params import (
     BodyLimits,
     json_object_body,
@@ -34,6 +35,7 @@ from app.params import (
 from app.prefer import decide_wait, read_preferences
 from app.retry import retry_after_s
 from app.services import Clients, Services
+from conf.log_context import bind_task
 from conf.settings import Settings
 from worker.errors import TaskFinishedError
 from worker.registry import TASK_NAME
@@ -179,6 +181,7 @@ def _run(
     if spec.time_limit_s > 0:
         time_limit_s = min(time_limit_s or spec.time_limit_s, spec.time_limit_s)
     task_id = uuid.uuid4().hex
+    bind_task(task_id)
     created = clients.records.create(
         NewTask(
             task_id, name, body, max(1, spec.max_attempts), time_limit_s, idempotency
@@ -240,6 +243,7 @@ def _submit_and_wait(
     """Send the task; return its final record if it ends within ``wait_s``."""
     try:
         ticket = clients.dispatcher.submit(task_id, name, body, time_limit_s)
+        count_submitted(name)
     except Exception:
         # The client never hears of this id; a stale record would only confuse,
         # and the key must be free for the client's retry.

@@ -133,6 +133,13 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class Readiness(BaseModel):
+    """Readiness: every dependency answered."""
+
+    status: Literal["ready"]
+    checks: dict[str, Literal["ok"]]
+
+
 MODELS: list[type[BaseModel]] = [
     Task,
     TaskPage,
@@ -141,4 +148,5 @@ MODELS: list[type[BaseModel]] = [
     Problem,
     ProcessResult,
     Health,
+    Readiness,
 ]

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     # How long the web side waits for the broker to accept a task before it
     # answers 503.
     broker_timeout_s: PositiveFloat = 5.0
+    # How long GET /readyz gives Redis and the broker, together, to answer.
+    ready_timeout_s: PositiveFloat = 1.0
+
+    # Port of the broker's Prometheus metrics on TASKGATE_HOST; 0: none.
+    broker_metrics_port: int = Field(0, ge=0, le=65535)
 
     # Broker bounds: waiting tasks across all names, and their payload bytes.
     queue_limit: PositiveInt = 10_000
@@ -120,6 +125,23 @@ class Settings(BaseSettings):
     task_type_ttl_s: PositiveFloat = 60.0
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Where gunicorn's worker processes keep their Prometheus metrics, so that a
+    # scrape of any one sums all. prometheus-client reads the same variable;
+    # conf/gunicorn.conf.py makes a fresh directory when it is unset.
+    prometheus_multiproc_dir: str = Field(
+        "",
+        validation_alias=AliasChoices(
+            "PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"
+        ),
+    )
+    # "text" for people, "json" for log platforms; a platform-style name, as the
+    # issue asked, read also as TASKGATE_LOG_FORMAT.
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        validation_alias=AliasChoices(
+            "LOG_FORMAT", "TASKGATE_LOG_FORMAT", "log_format"
+        ),
+    )
 
     @property
     def task_module_names(self) -> list[str]:
@@ -163,6 +185,12 @@ def _variable_name(field: str) -> str:
     """Map a field (or the alias pydantic reports) back to its variable."""
     if field.isupper():
         return field
-    if field in ("port", "web_concurrency", "redis_url"):
+    if field in (
+        "port",
+        "web_concurrency",
+        "redis_url",
+        "log_format",
+        "prometheus_multiproc_dir",
+    ):
         return field.upper()
     return "TASKGATE_" + field.upper()

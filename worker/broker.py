@@ -63,6 +63,17 @@ class WorkerState:
     in_flight: dict[str, PendingTask] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerStats:
+    """Sizes of the broker's state at one moment."""
+
+    waiting_tasks: int
+    waiting_bytes: int
+    running_tasks: int
+    live_pools: int
+    free_slots: int
+
+
 class Broker:
     """Load-balancing ROUTER/ROUTER broker; call :meth:`run` or :meth:`poll_once`."""
 
@@ -104,6 +115,17 @@ class Broker:
     def waiting(self) -> int:
         """Tasks queued in the broker across all names."""
         return len(self._queued)
+
+    def stats(self) -> BrokerStats:
+        """A snapshot of the queues and pools, for metrics."""
+        workers = list(self._workers.values())
+        return BrokerStats(
+            waiting_tasks=len(self._queued),
+            waiting_bytes=self._waiting_bytes,
+            running_tasks=len(self._owner_of),
+            live_pools=len(workers),
+            free_slots=sum(worker.free for worker in workers),
+        )
 
     def knows(self, task_id: str) -> bool:
         """True if the task waits in a queue here or runs on a live worker."""
@@ -176,6 +198,8 @@ class Broker:
             self._submit(client, message)
         elif header.command is Command.CANCEL:
             self._cancel(header)
+        elif header.command is Command.PING:
+            self.send_client(client, Header(Command.PONG, request_id=header.request_id))
         else:
             logger.warning("unexpected command from web process: %s", header.command)
 
@@ -437,9 +461,10 @@ def main() -> None:
     """``python -m worker.broker``: run the broker with the environment's settings."""
     from conf.logging import configure_logging
     from conf.settings import load
+    from worker.broker_metrics import serve_broker_metrics
 
     settings = load()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # Recovery's Redis calls run in the routing loop: a short timeout bounds how
     # long an unreachable Redis can hold routing up (once per recovery interval).
     timeout_s = min(settings.redis_timeout_s, BROKER_REDIS_TIMEOUT_S)
@@ -448,6 +473,11 @@ def main() -> None:
         broker = Broker(settings, TaskStore(client, settings.result_ttl_s))
     except zmq.ZMQError as exc:
         sys.exit(f"taskgate: the broker cannot listen: {exc}")
+    if settings.broker_metrics_port:
+        try:
+            serve_broker_metrics(broker, settings.host, settings.broker_metrics_port)
+        except OSError as exc:
+            sys.exit(f"taskgate: the broker cannot serve metrics: {exc}")
     broker.run()
 
 

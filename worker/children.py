@@ -26,6 +26,7 @@ from enum import Enum
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
+from conf.logging import LogFormat
 from worker import runner
 from worker.protocol import Header
 
@@ -149,12 +150,14 @@ class Slot:
         self.runner.kill()
 
 
-def spawn_runner(module_names: list[str], log_level: str, concurrency: int) -> Runner:
+def spawn_runner(
+    module_names: list[str], log_level: str, log_format: LogFormat, concurrency: int
+) -> Runner:
     """Start a runner process with ``concurrency`` slots (gevent mode when above 1)."""
     parent_end, child_end = _CONTEXT.Pipe()
     process = _CONTEXT.Process(
         target=runner.main,
-        args=(child_end, module_names, log_level, concurrency),
+        args=(child_end, module_names, log_level, log_format, concurrency),
         name="taskgate-runner",
     )
     process.start()

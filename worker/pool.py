@@ -456,7 +456,12 @@ class WorkerPool:
             settings.worker_concurrency if settings.worker_mode == "gevent" else 1
         )
         self._runners.append(
-            spawn_runner(settings.task_module_names, settings.log_level, concurrency)
+            spawn_runner(
+                settings.task_module_names,
+                settings.log_level,
+                settings.log_format,
+                concurrency,
+            )
         )
         self._poller = None
 
@@ -577,7 +582,7 @@ def main() -> None:
     from conf.settings import load
 
     settings = load()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # The pool's Redis calls run in the loop that sends heartbeats: a timeout well
     # under the broker's liveness keeps an unreachable Redis from silencing them.
     timeout_s = min(settings.redis_timeout_s, settings.worker_liveness_s / 4)

@@ -33,6 +33,9 @@ cancel     web -> broker     stop this running task; ``detail`` names its owner
            broker -> worker
 disconnect both ways         worker -> broker: leaving; broker -> worker: unknown
                              to me, announce yourself again
+ping       web -> broker     are you there? (readiness probes); ``request_id``
+                             names the asking request
+pong       broker -> web     the answer to a ``ping``, same ``request_id``
 ========== ================= ==================================================
 
 The ``detail`` of a ``reply``: a final status (``succeeded``, ``failed``,
@@ -42,7 +45,10 @@ broker queues it once more with the next attempt number; ``skipped``, the task d
 not wait for this attempt (nothing to forward).
 
 A receiver drops messages of another ``version`` with a log line; the version
-changes whenever the frames or their meaning change.
+changes whenever the frames or their meaning change. ``ping`` and ``pong`` were
+added without a new version: nothing else changed, and a broker from before them
+drops a ``ping`` as malformed, so the web process reports it not ready, which is
+the truth of an old broker in a mixed deployment.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class Command(StrEnum):
     HEARTBEAT = "heartbeat"
     CANCEL = "cancel"
     DISCONNECT = "disconnect"
+    PING = "ping"
+    PONG = "pong"
 
 
 @dataclass(frozen=True, slots=True)

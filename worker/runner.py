@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from conf.logging import configure_logging
+from conf.logging import LogFormat, configure_logging
 from worker import progress, registry
 from worker.errors import InvalidArgumentsError, TaskCancelled, UnknownTaskError
 from worker.store import Outcome, TaskStatus, error_json
@@ -65,7 +65,11 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 def main(
-    conn: Connection, module_names: list[str], log_level: str, concurrency: int = 1
+    conn: Connection,
+    module_names: list[str],
+    log_level: str,
+    log_format: LogFormat,
+    concurrency: int = 1,
 ) -> None:
     """Child entry point: import task modules, then serve the pipe until it closes."""
     if concurrency > 1:
@@ -81,7 +85,7 @@ def main(
     threading.Thread(
         target=_exit_with_parent, args=(os.getppid(),), daemon=True
     ).start()
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     registry.load_modules(module_names)
 
     if concurrency > 1:

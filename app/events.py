@@ -40,7 +40,7 @@ def task_events(task_id: str) -> Response:
     settings: Settings = current_app.config["TASKGATE_SETTINGS"]
     clients = services.get()
     # 404 as a problem before the stream starts; afterwards only events can say.
-    if not TASK_ID.match(task_id) or clients.store.get(task_id) is None:
+    if not TASK_ID.fullmatch(task_id) or clients.store.get(task_id) is None:
         raise RequestError(
             404,
             "unknown-task-id",

@@ -33,7 +33,7 @@ def read_idempotency(
     headers = request.headers.getlist("Idempotency-Key")
     if not headers:
         return None
-    match = KEY_SYNTAX.match(headers[0])
+    match = KEY_SYNTAX.fullmatch(headers[0])
     if len(headers) > 1 or match is None:
         raise RequestError(
             400,

@@ -16,12 +16,39 @@ from apispec import APISpec
 from apispec_webframeworks.flask import FlaskPlugin
 from flask import Flask
 
+from app.docs import ASSET_FILES
+from app.idempotency import KEY_SYNTAX
+from app.listing import CURSOR
+from app.params import POSITIVE_SECONDS, SECONDS
 from app.problems import PROBLEM_TYPES, problem_uri
 from app.schemas import MODELS
 from conf.settings import Settings
+from worker.registry import TASK_NAME
+from worker.store import TaskStatus
 
 REF = "#/components/schemas/{model}"
 UNDOCUMENTED = {"static"}
+# OpenAPI 3.1 forbids two path templates that differ only in their parameter's
+# name, and Flask names the segment after each view's use of it: POST reads a
+# task name there, GET and DELETE a task id. The document gives that segment one
+# name, so the URL is one path item whose operations each say what it holds.
+SHARED_SEGMENTS = {
+    "/v1/tasks/<name>": "/v1/tasks/<task>",
+    "/v1/tasks/<task_id>": "/v1/tasks/<task>",
+}
+
+
+class TaskgateFlaskPlugin(FlaskPlugin):
+    """apispec's Flask plugin, with the shared segments named once."""
+
+    @staticmethod
+    def flaskpath2openapi(path: str) -> str:
+        return FlaskPlugin.flaskpath2openapi(SHARED_SEGMENTS.get(path, path))
+
+
+def openapi_path(rule: str) -> str:
+    """The document's path template of a Flask URL rule."""
+    return TaskgateFlaskPlugin.flaskpath2openapi(rule)
 
 
 def _json(schema: str, description: str, **extra: Any) -> dict[str, Any]:
@@ -65,22 +92,40 @@ def _blank(status: int, description: str) -> dict[str, Any]:
     }
 
 
-TASK_ID = {
-    "name": "task_id",
+ID_SCHEMA = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": ID_SCHEMA}
+TASK_BY_ID = {
+    "name": "task",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    "description": "the task's id",
+    "schema": ID_SCHEMA,
 }
 WAIT = {
     "name": "wait",
     "in": "query",
     "description": "seconds to wait; plain decimal, capped at TASKGATE_WAIT_MAX_S",
-    "schema": {"type": "string", "pattern": r"^[0-9]{1,9}(\.[0-9]{1,6})?$"},
+    "schema": {"type": "string", "pattern": SECONDS.pattern},
 }
 LOCATION = {"description": "the task resource", "schema": {"type": "string"}}
 RETRY_AFTER = {
     "description": "seconds until it is worth asking again (from the task's progress)",
     "schema": {"type": "integer"},
+}
+# One server-sent event, as read by a client: data is a JSON document.
+EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["message", "gone", "unavailable"]},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "message: the task resource; gone, unavailable: {}",
+        },
+        "retry": {"type": "integer"},
+    },
 }
 AUTH_PROBLEMS = ("unauthorized", "forbidden")
 UNAVAILABLE = ("service-unavailable", "queue-full")
@@ -99,21 +144,25 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
         ),
         "parameters": [
             {
-                "name": "name",
+                "name": "task",
                 "in": "path",
                 "required": True,
+                "description": "the name of the task to run",
                 "schema": {
                     "type": "string",
-                    "pattern": "^[A-Za-z][A-Za-z0-9_.-]*$",
+                    "pattern": TASK_NAME.pattern,
                     "maxLength": settings.max_task_name_chars,
+                    "examples": ["echo"],
                 },
             },
             WAIT,
             {
                 "name": "time_limit",
                 "in": "query",
-                "description": "lowers the task's time limit for this call (seconds)",
-                "schema": {"type": "string"},
+                "description": (
+                    "lowers the task's time limit for this call (seconds above 0)"
+                ),
+                "schema": {"type": "string", "pattern": POSITIVE_SECONDS.pattern},
             },
             {
                 "name": "Prefer",
@@ -131,7 +180,7 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                     "the same key with the same arguments returns the same task "
                     f"for {settings.idempotency_ttl_s} s; with others, a 422"
                 ),
-                "schema": {"type": "string", "maxLength": 257},
+                "schema": {"type": "string", "pattern": KEY_SYNTAX.pattern},
             },
         ],
         "requestBody": {
@@ -209,7 +258,17 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
             "post": {
                 "summary": "The origin example: the process task, answered with its result",
                 "requestBody": {
-                    "content": {"application/json": {"schema": {"type": "object"}}}
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["data"],
+                                "properties": {"data": {}},
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
                 },
                 "responses": {
                     "200": _json("ProcessResult", "the result"),
@@ -230,7 +289,7 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
             "get": {
                 "summary": "Read a task; long-poll with ?wait=",
                 "parameters": [
-                    TASK_ID,
+                    TASK_BY_ID,
                     WAIT,
                     {
                         "name": "redirect",
@@ -258,7 +317,7 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
         "api.cancel_task": {
             "delete": {
                 "summary": "Cancel a queued or running task",
-                "parameters": [TASK_ID],
+                "parameters": [TASK_BY_ID],
                 "responses": {
                     "200": _json("Task", "the task, now cancelled"),
                     **_problems(
@@ -286,18 +345,19 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
             "get": {
                 "summary": "Follow a task as server-sent events",
                 "description": (
-                    "Each message's data is the task resource, sent when its status, "
-                    "attempt or progress changes; the stream ends after the final "
-                    "status. Keep-alive comments every "
-                    f"{settings.events_keepalive_s} s; at most {settings.events_max_s} s."
+                    "Each `message` event's data is the task resource, sent when its "
+                    "status, attempt or progress changes; the stream ends after the "
+                    "final status. A `gone` event (the record expired) or an "
+                    "`unavailable` event (Redis stopped answering), each with data "
+                    "`{}`, ends it too. Keep-alive comments every "
+                    f"{settings.events_keepalive_s} s; at most {settings.events_max_s} s. "
+                    "The schema describes one event, as OpenAPI 3.2 `itemSchema` will."
                 ),
                 "parameters": [TASK_ID],
                 "responses": {
                     "200": {
                         "description": "the stream",
-                        "content": {
-                            "text/event-stream": {"schema": {"type": "string"}}
-                        },
+                        "content": {"text/event-stream": {"schema": EVENT}},
                     },
                     **_problems(*AUTH_PROBLEMS, "unknown-task-id", *UNAVAILABLE),
                 },
@@ -307,19 +367,17 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
             "get": {
                 "summary": "List tasks, newest first",
                 "parameters": [
-                    {"name": "name", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "name",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": TASK_NAME.pattern},
+                    },
                     {
                         "name": "status",
                         "in": "query",
                         "schema": {
                             "type": "string",
-                            "enum": [
-                                "queued",
-                                "running",
-                                "succeeded",
-                                "failed",
-                                "cancelled",
-                            ],
+                            "enum": [s.value for s in TaskStatus],
                         },
                     },
                     {
@@ -327,7 +385,12 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 100},
                     },
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "description": "the next_cursor of the previous page",
+                        "schema": {"type": "string", "pattern": CURSOR.pattern},
+                    },
                 ],
                 "responses": {
                     "200": _json(
@@ -380,7 +443,7 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                         "name": "filename",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "enum": sorted(ASSET_FILES)},
                     }
                 ],
                 "responses": {"200": {"description": "the file"}, "404": {}},
@@ -423,7 +486,7 @@ def build_spec(app: Flask, settings: Settings) -> dict[str, Any]:
         title="taskgate",
         version="1",
         openapi_version="3.1.0",
-        plugins=[FlaskPlugin()],
+        plugins=[TaskgateFlaskPlugin()],
         info={
             "description": (
                 "Run slow work behind a REST call. Errors are RFC 9457 problems; "

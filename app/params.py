@@ -21,6 +21,8 @@ JSON_TYPES = ("application/json",)
 # Plain decimal seconds only: no exponents, signs, "nan", "inf", "1_0" or digits
 # from other scripts, all of which float() would take.
 SECONDS = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,6})?$")
+# The same, above 0 (the lookahead refuses all-zero spellings such as "0.000").
+POSITIVE_SECONDS = re.compile(r"^(?!0*(\.0*)?$)[0-9]{1,9}(\.[0-9]{1,6})?$")
 # JSON integers taskgate passes on exactly (what a 64-bit signed or unsigned fits).
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 LONG_DIGITS = re.compile(rb"[0-9]{19,}")
@@ -136,7 +138,8 @@ def optional_seconds_param(name: str, positive: bool = False) -> float | None:
     raw = request.args.get(name)
     if raw is None:
         return None
-    if not SECONDS.match(raw) or (positive and float(raw) == 0):
+    # fullmatch: "$" alone would let a trailing newline through.
+    if not (POSITIVE_SECONDS if positive else SECONDS).fullmatch(raw):
         least = "more than 0" if positive else "0 or more"
         raise RequestError(
             400,

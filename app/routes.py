@@ -63,7 +63,7 @@ def submit_task(name: str) -> Response:
         settings.wait_max_s,
     )
     time_limit_s = seconds_param("time_limit", 0.0, math.inf, positive=True)
-    if len(name) > settings.max_task_name_chars or not TASK_NAME.match(name):
+    if len(name) > settings.max_task_name_chars or not TASK_NAME.fullmatch(name):
         raise RequestError(
             404,
             "unknown-task",
@@ -112,7 +112,7 @@ def get_task(task_id: str) -> Response:
         raise RequestError(
             400, "invalid-query", "Invalid query", "redirect must be 'result'"
         )
-    if not TASK_ID.match(task_id):
+    if not TASK_ID.fullmatch(task_id):
         raise _no_such_task(task_id)
 
     clients = _clients()
@@ -130,7 +130,7 @@ def get_task(task_id: str) -> Response:
 @api.get("/v1/tasks/<task_id>/result")
 def get_result(task_id: str) -> Response:
     """A succeeded task's result itself; a 409 problem while it has none."""
-    if not TASK_ID.match(task_id):
+    if not TASK_ID.fullmatch(task_id):
         raise _no_such_task(task_id)
     fields = _clients().store.get(task_id)
     if fields is None:
@@ -149,7 +149,7 @@ def get_result(task_id: str) -> Response:
 @api.delete("/v1/tasks/<task_id>")
 def cancel_task(task_id: str) -> Response:
     """Cancel a queued or running task; a finished one is a 409 problem."""
-    if not TASK_ID.match(task_id):
+    if not TASK_ID.fullmatch(task_id):
         raise _no_such_task(task_id)
 
     clients = _clients()

@@ -532,7 +532,7 @@ def test_the_contract_is_served_without_a_key_and_works_offline(keyed):
     assert spec.status_code == 200
     document = spec.json()
     assert document["openapi"] == "3.1.0"
-    assert document["paths"]["/v1/tasks/{name}"]["post"]["security"] == [{"bearer": []}]
+    assert document["paths"]["/v1/tasks/{task}"]["post"]["security"] == [{"bearer": []}]
 
     page = requests.get(keyed.url("/docs"), timeout=10)
     assert page.status_code == 200

@@ -10,6 +10,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from app import create_app
+from app.openapi import openapi_path
 from app.problems import PROBLEM_TYPES
 from app.schemas import MODELS
 
@@ -30,7 +31,7 @@ def test_every_route_and_method_is_in_the_document(document):
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
+        path = openapi_path(rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             operation = spec["paths"][path][method.lower()]
             assert operation["responses"], (path, method)

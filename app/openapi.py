@@ -127,13 +127,26 @@ EVENT = {
         "retry": {"type": "integer"},
     },
 }
+# Where a submission's answer leads: the id in its body names the task.
+TASK_LINKS = {
+    operation_id: {
+        "operationId": operation_id,
+        "parameters": {parameter: "$response.body#/id"},
+    }
+    for operation_id, parameter in (
+        ("get_task", "task"),
+        ("cancel_task", "task"),
+        ("get_result", "task_id"),
+        ("task_events", "task_id"),
+    )
+}
 AUTH_PROBLEMS = ("unauthorized", "forbidden")
 UNAVAILABLE = ("service-unavailable", "queue-full")
 
 
 def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
     """Per endpoint, per method: what the code alone cannot tell apispec."""
-    submit = {
+    submit: dict[str, Any] = {
         "summary": "Run a task",
         "description": (
             "The JSON object body is the task's keyword arguments. Answers 200 with "
@@ -468,11 +481,15 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
             }
         },
     }
-    for path_operations in operations.values():
+    for endpoint, path_operations in operations.items():
         for operation in path_operations.values():
             operation.setdefault("security", secured)
+            # The view's name: unique, stable, and what links below refer to.
+            operation["operationId"] = endpoint.rpartition(".")[2]
             if operation["responses"].get("404") == {}:
                 operation["responses"]["404"] = {"description": "no such file"}
+    for status in ("200", "202"):
+        submit["responses"][status]["links"] = TASK_LINKS
     for endpoint in ("api.submit_task", "api.get_task", "api.process_alias"):
         for method, operation in operations[endpoint].items():
             if method != "delete":

@@ -123,7 +123,10 @@ def get_task(task_id: str) -> Response:
         fields = _wait_finished(clients, task_id, wait_s) or fields
     if redirect and fields[b"status"] == TaskStatus.SUCCEEDED.value.encode():
         location = f"/v1/tasks/{task_id}/result"
-        return Response(b"", 303, headers={"Location": location})
+        redirect_response = Response(b"", 303, headers={"Location": location})
+        # No body, so no media type (Flask would say text/html).
+        del redirect_response.headers["Content-Type"]
+        return redirect_response
     return Response(record_json(fields), 200, mimetype="application/json")
 
 

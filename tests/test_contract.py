@@ -504,6 +504,8 @@ def test_a_finished_task_redirects_to_its_result_only_when_asked(keyed):
     )
     assert asked.status_code == 303
     assert asked.headers["Location"] == f"/v1/tasks/{task_id}/result"
+    assert "Content-Type" not in asked.headers
+    assert asked.content == b""
     followed = requests.get(
         location, params={"redirect": "result"}, headers=AUTH, timeout=5
     )

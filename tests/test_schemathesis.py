@@ -6,7 +6,8 @@ the same document: no 5xx, only documented statuses, content types, headers and
 bodies, valid data accepted, invalid data and missing keys refused, 405 with a
 true ``Allow``. Its settings, and the few checks that do not apply to an
 operation and why, are in ``tests/schemathesis.toml``. Each failing example it
-found is kept as a plain regression test in ``tests/test_contract.py``.
+found is kept as a plain regression test in
+``tests/test_contract_regressions.py``.
 
 The command line runs it, not its pytest plugin: the plugin's lazy schemas do
 not work with pytest 9.2 (they set ``Function._nodeid``, which pytest dropped).

@@ -21,6 +21,7 @@ from app.idempotency import KEY_SYNTAX
 from app.listing import CURSOR
 from app.params import POSITIVE_SECONDS, SECONDS
 from app.problems import PROBLEM_TYPES, problem_uri
+from app.request_ids import SAFE_ID
 from app.schemas import MODELS
 from conf.settings import Settings
 from worker.registry import TASK_NAME
@@ -139,6 +140,54 @@ TASK_LINKS = {
         ("get_result", "task_id"),
         ("task_events", "task_id"),
     )
+}
+# Headers an answer of some status always (or, not required, may) carry,
+# whichever operation answers it; X-Request-ID is on every answer.
+STATUS_HEADERS: dict[str, dict[str, Any]] = {
+    "401": {
+        "WWW-Authenticate": {
+            "required": True,
+            "description": "the Bearer challenge",
+            "schema": {"type": "string", "pattern": "^Bearer"},
+        }
+    },
+    "405": {
+        "Allow": {
+            "required": True,
+            "description": "the methods the URL answers",
+            "schema": {"type": "string"},
+        }
+    },
+    "503": {
+        "Retry-After": {
+            "required": True,
+            "description": "seconds until it is worth trying again",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    **{
+        status: {
+            "Location": {
+                "description": "the task's record, when the problem is about a task",
+                "schema": {"type": "string"},
+            }
+        }
+        for status in ("409", "422", "500")
+    },
+}
+REQUEST_ID_HEADER = {
+    "required": True,
+    "description": "the request's own id when it is safe (see the parameter), else a new one",
+    "schema": {"type": "string", "pattern": SAFE_ID.pattern},
+}
+REQUEST_ID = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "description": (
+        "an id to find this request in the logs by; kept when it is 1-128 letters, "
+        "digits or -._:, else replaced (never refused)"
+    ),
+    "schema": {"type": "string"},
 }
 AUTH_PROBLEMS = ("unauthorized", "forbidden")
 UNAVAILABLE = ("service-unavailable", "queue-full")
@@ -486,6 +535,7 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
             operation.setdefault("security", secured)
             # The view's name: unique, stable, and what links below refer to.
             operation["operationId"] = endpoint.rpartition(".")[2]
+            operation.setdefault("parameters", []).append(REQUEST_ID)
             if operation["responses"].get("404") == {}:
                 operation["responses"]["404"] = {"description": "no such file"}
     for status in ("200", "202"):
@@ -494,6 +544,12 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
         for method, operation in operations[endpoint].items():
             if method != "delete":
                 operation["responses"].update(_blank(405, "wrong method; see Allow"))
+    for path_operations in operations.values():
+        for operation in path_operations.values():
+            for status, response in operation["responses"].items():
+                headers = response.setdefault("headers", {})
+                headers.update(STATUS_HEADERS.get(status, {}))
+                headers["X-Request-ID"] = REQUEST_ID_HEADER
     return operations
 
 

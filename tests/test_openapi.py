@@ -62,3 +62,17 @@ def test_the_schemas_are_in_the_document(document):
 def test_the_document_is_valid_openapi_3_1(settings, api_keys):
     app = create_app(settings.model_copy(update={"api_keys": api_keys}))
     validate(orjson.loads(app.config["TASKGATE_OPENAPI"]))
+
+
+def test_every_answer_documents_its_headers(document):
+    spec = orjson.loads(document[1])
+    for item in spec["paths"].values():
+        for operation in item.values():
+            assert "X-Request-ID" in [p["name"] for p in operation["parameters"]]
+            for status, response in operation["responses"].items():
+                headers = response["headers"]
+                assert headers["X-Request-ID"]["required"] is True
+                expected = {"401": "WWW-Authenticate", "405": "Allow"}
+                expected["503"] = "Retry-After"
+                if status in expected:
+                    assert headers[expected[status]]["required"] is True

@@ -260,8 +260,10 @@
   function drawChart(throughput) {
     const chart = $("chart");
     const buckets = throughput.buckets;
-    const width = 600;
+    // Drawn in the element's own pixels, so that text is not stretched.
+    const width = Math.max(300, Math.round(chart.getBoundingClientRect().width));
     const height = 150;
+    chart.setAttribute("viewBox", "0 0 " + width + " " + height);
     const top = 12;
     const bottom = 18;
     const plot = height - top - bottom;

@@ -7,9 +7,11 @@ import signal
 
 import pytest
 import requests
+from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.helpers import wait_for
 from tools.redis_server import free_port
+from worker.pool_metrics import PoolCollector, PoolCounts, PoolGauges
 
 pytestmark = pytest.mark.slow
 
@@ -211,3 +213,27 @@ def test_gevent_pool_counts_its_tasks_too(make_stack, redis_server_instance):
     )
     assert sample(pool, "taskgate_pool_task_run_seconds_count", name="echo") == 4
     assert 'mode="gevent"' in pool
+
+
+def test_run_time_histogram_is_cumulative_with_sum_and_count():
+    counts = PoolCounts()
+    for seconds in (0.002, 0.3, 0.3, 700.0):
+        counts.observe_run("report", seconds)
+    gauges = PoolGauges("host-1-abc", "process", 2, 2, 1, 0, 0, False)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PoolCollector(counts, lambda: gauges))
+
+    text = generate_latest(registry).decode()
+
+    bucket = "taskgate_pool_task_run_seconds_bucket"
+    assert sample(text, bucket, name="report", le="0.005") == 1
+    assert sample(text, bucket, name="report", le="0.25") == 1
+    assert sample(text, bucket, name="report", le="0.5") == 3
+    assert sample(text, bucket, name="report", le="600.0") == 3
+    assert sample(text, bucket, name="report", le="+Inf") == 4
+    assert sample(text, "taskgate_pool_task_run_seconds_count", name="report") == 4
+    assert sample(text, "taskgate_pool_task_run_seconds_sum", name="report") == 700.602
+    assert sample(text, "taskgate_pool_busy_slots") == 1
+    assert (
+        sample(text, "taskgate_pool_info", identity="host-1-abc", mode="process") == 1
+    )

@@ -533,10 +533,12 @@ class WorkerPool:
             logger.error("idle worker process died exit_code=%s", exit_code)
 
         if not self._stopping:
+            # In gevent mode the kill was for one of the slots; it names the reason.
+            endings = {slot.ending for slot in busy}
             reason = "died"
-            if busy and busy[0].ending is Ending.TIME_LIMIT:
+            if Ending.TIME_LIMIT in endings:
                 reason = "time_limit"
-            elif busy and busy[0].ending is Ending.CANCELLED:
+            elif Ending.CANCELLED in endings:
                 reason = "cancelled"
             self.counts.child_restarts[reason,] += 1
         for slot in busy:

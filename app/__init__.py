@@ -8,6 +8,7 @@ import orjson
 from flask import Flask
 
 from app.auth import install_auth
+from app.dashboard import dashboard
 from app.docs import docs
 from app.errors import register_error_handlers
 from app.events import events
@@ -18,6 +19,7 @@ from app.readiness import readiness
 from app.request_ids import install_request_ids
 from app.routes import api
 from app.services import Services
+from app.stats import stats
 from conf.logging import configure_logging
 from conf.settings import Settings, load
 
@@ -42,6 +44,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(events)
     app.register_blueprint(docs)
     app.register_blueprint(readiness)
+    app.register_blueprint(stats)
+    app.register_blueprint(dashboard)
     # Built once here, from the routes and settings in force; served as is.
     app.config["TASKGATE_OPENAPI"] = orjson.dumps(build_spec(app, settings))
     register_error_handlers(app, settings.retry_after_s)

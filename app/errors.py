@@ -14,8 +14,10 @@ import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from app.metrics import count_unavailable
 from app.problems import problem_uri
 from worker.errors import (
+    BrokerUnavailableError,
     InvalidArgumentsError,
     QueueFullError,
     TaskFinishedError,
@@ -67,6 +69,14 @@ def problem(
     return Response(orjson.dumps(body), status, headers=headers, mimetype=PROBLEM_JSON)
 
 
+def _cause_of(exc: UnavailableError) -> str:
+    if isinstance(exc, QueueFullError):
+        return "queue_full"
+    if isinstance(exc, BrokerUnavailableError):
+        return "broker"
+    return "redis"
+
+
 def register_error_handlers(app: Flask, retry_after_s: int) -> None:
     """Map taskgate's exceptions and HTTP errors to problem responses."""
 
@@ -98,6 +108,7 @@ def register_error_handlers(app: Flask, retry_after_s: int) -> None:
             "queue-full" if isinstance(exc, QueueFullError) else "service-unavailable"
         )
         logger.warning("answering 503: %s", exc)
+        count_unavailable(_cause_of(exc))
         return problem(
             503,
             slug,

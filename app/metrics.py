@@ -51,6 +51,11 @@ TASKS_SUBMITTED = Counter(
     "Tasks the broker accepted from this API, by task name",
     ["name"],
 )
+UNAVAILABLE = Counter(
+    "taskgate_unavailable_answers",
+    "503 answers, by cause: redis, broker or queue_full",
+    ["cause"],
+)
 
 
 def install_metrics(app: Flask) -> None:
@@ -75,6 +80,11 @@ def install_metrics(app: Flask) -> None:
 def count_submitted(name: str) -> None:
     """Count one task of ``name`` accepted by the broker."""
     TASKS_SUBMITTED.labels(name).inc()
+
+
+def count_unavailable(cause: str) -> None:
+    """Count one 503 answered because ``cause`` (redis, broker, queue_full) failed."""
+    UNAVAILABLE.labels(cause).inc()
 
 
 @metrics.get("/metrics")

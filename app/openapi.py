@@ -482,6 +482,22 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 },
             }
         },
+        "stats.get_stats": {
+            "get": {
+                "summary": "Queues, capacity and throughput (for the dashboard)",
+                "responses": {
+                    "200": _json("Stats", "the counts, read from Redis"),
+                    **_problems(*AUTH_PROBLEMS, *UNAVAILABLE),
+                },
+            }
+        },
+        "dashboard.dashboard_page": {
+            "get": {
+                "summary": "Live dashboard (HTML; its requests carry the key)",
+                "security": [],
+                "responses": {"200": {"description": "HTML"}},
+            }
+        },
         "docs.openapi_json": {
             "get": {
                 "summary": "This document",

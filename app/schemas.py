@@ -140,11 +140,51 @@ class Readiness(BaseModel):
     checks: dict[str, Literal["ok"]]
 
 
+class TaskNameStats(BaseModel):
+    """Queue and capacity of one task name."""
+
+    name: str
+    queued: int = Field(description="queued tasks of this name (among the newest 1000)")
+    running: int
+    pools: int = Field(description="live pools serving the name")
+    slots: int = Field(description="tasks those pools can run at once")
+    idle_slots: int = Field(description="slots of those pools free now")
+
+
+class ThroughputBucket(BaseModel):
+    """Tasks created in one time bucket: how many, and how many ended how."""
+
+    start: str = Field(description="ISO 8601, UTC")
+    submitted: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class Throughput(BaseModel):
+    """Buckets of the last minutes, oldest first, by the tasks' creation time."""
+
+    bucket_s: int
+    buckets: list[ThroughputBucket]
+
+
+class Stats(BaseModel):
+    """``GET /v1/stats``."""
+
+    generated_at: str = Field(description="ISO 8601, UTC")
+    queued: int
+    running: int
+    workers: int = Field(description="live worker pools")
+    task_names: list[TaskNameStats]
+    throughput: Throughput
+
+
 MODELS: list[type[BaseModel]] = [
     Task,
     TaskPage,
     TaskTypes,
     Workers,
+    Stats,
     Problem,
     ProcessResult,
     Health,

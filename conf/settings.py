@@ -82,6 +82,9 @@ class Settings(BaseSettings):
 
     # Port of the broker's Prometheus metrics on TASKGATE_HOST; 0: none.
     broker_metrics_port: int = Field(0, ge=0, le=65535)
+    # Port of a worker pool's Prometheus metrics on TASKGATE_HOST; 0: none.
+    # Each pool on one host needs its own.
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
 
     # Broker bounds: waiting tasks across all names, and their payload bytes.
     queue_limit: PositiveInt = 10_000

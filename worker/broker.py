@@ -28,6 +28,7 @@ import zmq
 
 from conf.settings import Settings
 from worker import protocol
+from worker.broker_metrics import BrokerCounts
 from worker.errors import ProtocolError
 from worker.protocol import Command, Header, Message
 from worker.recovery import Recovery
@@ -74,6 +75,15 @@ class BrokerStats:
     free_slots: int
 
 
+@dataclass(frozen=True, slots=True)
+class NameStats:
+    """Waiting tasks and idle capacity for one task name."""
+
+    waiting: int
+    idle_pools: int
+    idle_slots: int
+
+
 class Broker:
     """Load-balancing ROUTER/ROUTER broker; call :meth:`run` or :meth:`poll_once`."""
 
@@ -93,6 +103,7 @@ class Broker:
         self._waiting_bytes = 0
         self._stopping = False
         self._next_expiry_check = 0.0
+        self.counts = BrokerCounts()
         self.frontend = self._bind(settings.broker_frontend)
         self.backend = self._bind(settings.broker_backend)
         self._poller = zmq.Poller()
@@ -126,6 +137,19 @@ class Broker:
             live_pools=len(workers),
             free_slots=sum(worker.free for worker in workers),
         )
+
+    def stats_by_name(self) -> dict[str, NameStats]:
+        """Per task name: tasks waiting, and pools and slots free to take one."""
+        workers = self._workers
+        names = {name for worker in list(workers.values()) for name in worker.tasks}
+        names.update(self._queues)
+        stats = {}
+        for name in names:
+            queue = self._queues.get(name)
+            idle = list(self._idle.get(name, ()))
+            free = [workers[i].free for i in idle if i in workers]
+            stats[name] = NameStats(len(queue or ()), len(free), sum(free))
+        return stats
 
     def knows(self, task_id: str) -> bool:
         """True if the task waits in a queue here or runs on a live worker."""
@@ -175,6 +199,7 @@ class Broker:
     def _drain(
         self, sock: zmq.Socket[bytes], handle: Callable[[bytes, Message], None]
     ) -> None:
+        side = "worker" if sock is self.backend else "web"
         for _ in range(BATCH):
             try:
                 frames = sock.recv_multipart(flags=zmq.NOBLOCK)
@@ -182,11 +207,13 @@ class Broker:
                 return
             if len(frames) < 2:
                 logger.warning("dropped message without identity frame")
+                self.counts.message_errors[side, "malformed"] += 1
                 continue
             try:
                 message = protocol.decode(frames[1:])
             except ProtocolError as exc:
                 logger.warning("dropped malformed message from %r: %s", frames[0], exc)
+                self.counts.message_errors[side, "malformed"] += 1
                 continue
             handle(frames[0], message)
 
@@ -236,9 +263,11 @@ class Broker:
             self.send_client(
                 client, replace(accepted, command=Command.REJECTED, detail="queue_full")
             )
+            self.counts.rejected[header.name, "queue_full"] += 1
             return
 
         self.send_client(client, accepted)
+        self.counts.accepted[header.name,] += 1
         self.enqueue(PendingTask(header, client, message.payload))
 
     def _cancel(self, header: Header) -> None:
@@ -260,6 +289,7 @@ class Broker:
             )
         except zmq.ZMQError as exc:
             logger.debug("cannot reach web process %r: %s", client, exc)
+            self.counts.message_errors["web", "undeliverable"] += 1
 
     # Queues ------------------------------------------------------------------
 
@@ -293,7 +323,7 @@ class Broker:
                 queue.appendleft(task)
                 self._queued[task.header.task_id] = task
                 self._waiting_bytes += len(task.payload)
-                self._forget(worker)
+                self._forget(worker, "unreachable")
                 continue
 
             worker.in_flight[task.header.task_id] = task
@@ -325,7 +355,7 @@ class Broker:
             logger.info(
                 "worker left identity=%r in_flight=%d", identity, len(worker.in_flight)
             )
-            self._forget(worker)
+            self._forget(worker, "left")
         else:
             logger.warning("unexpected command from worker %r: %s", identity, command)
 
@@ -428,6 +458,7 @@ class Broker:
             )
         except zmq.ZMQError as exc:
             logger.warning("cannot reach worker %r: %s", identity, exc)
+            self.counts.message_errors["worker", "undeliverable"] += 1
             return False
         return True
 
@@ -438,10 +469,11 @@ class Broker:
                 worker.identity,
                 len(worker.in_flight),
             )
-            self._forget(worker)
+            self._forget(worker, "missed_heartbeats")
 
-    def _forget(self, worker: WorkerState) -> None:
+    def _forget(self, worker: WorkerState, reason: str) -> None:
         """Drop a pool and give back, in Redis, every task it was running."""
+        self.counts.pools_forgotten[reason,] += 1
         self._remove_from_idle(worker)
         self._workers.pop(worker.identity, None)
         lost = list(worker.in_flight.values())

@@ -87,6 +87,8 @@ class Slot:
     deadline: float = math.inf
     kill_at: float = math.inf
     ending: Ending = Ending.NONE
+    # Monotonic time the task was handed to the runner, for its run time.
+    started_at: float = 0.0
 
     @property
     def idle(self) -> bool:
@@ -101,6 +103,7 @@ class Slot:
         """Send ``assignment`` to the runner and start its clock."""
         header = assignment.header
         self.assignment = assignment
+        self.started_at = time.monotonic()
         # A green runner stops the task itself at the limit; the parent steps in
         # only if it did not manage to.
         self.deadline = (

@@ -36,6 +36,7 @@ from conf.settings import Settings
 from worker import protocol, registry
 from worker.children import Assignment, Ending, Runner, Slot, spawn_runner, stop_runners
 from worker.errors import ProtocolError, StoreUnavailableError
+from worker.pool_metrics import PoolCounts, PoolGauges, serve_pool_metrics
 from worker.protocol import Command, Header, Message
 from worker.store import (
     Outcome,
@@ -80,6 +81,7 @@ class WorkerPool:
         self._stopping = False
         # Attempts this pool finished (any outcome), for GET /v1/workers.
         self._tasks_done = 0
+        self.counts = PoolCounts()
         self._poller: zmq.Poller | None = None
         self._socket = self._make_socket()
 
@@ -109,6 +111,20 @@ class WorkerPool:
             next_beat = self._serve_once(next_beat)
 
         self._shutdown()
+
+    def gauges(self) -> PoolGauges:
+        """The pool's state now, for metrics (read from the exporter's thread)."""
+        slots = self._slots
+        return PoolGauges(
+            identity=self._identity,
+            mode=self._settings.worker_mode,
+            processes=len(self._runners),
+            slots=len(slots),
+            busy_slots=sum(1 for slot in slots if not slot.idle),
+            backlog=len(self._backlog),
+            unwritten_results=len(self._unwritten),
+            draining=self._draining,
+        )
 
     @property
     def _slots(self) -> list[Slot]:
@@ -243,6 +259,7 @@ class WorkerPool:
             self._store.record_worker(self._identity, record, ttl_s)
         except StoreUnavailableError as exc:
             logger.warning("cannot announce task types: %s", exc)
+            self.counts.redis_errors["announce",] += 1
             return False
         return True
 
@@ -295,6 +312,7 @@ class WorkerPool:
             # The tasks stay `queued` in Redis; handing them back lets the broker
             # try again (and recovery finds them should the broker forget them).
             logger.error("cannot start %d tasks: %s", len(pairs), exc)
+            self.counts.redis_errors["start",] += 1
             for _, assignment in pairs:
                 self._return_unstarted(assignment)
             return
@@ -314,6 +332,7 @@ class WorkerPool:
             if header.time_limit_s > 0:
                 limit_s = min(limit_s, header.time_limit_s)
             slot.give(assignment, limit_s, self._settings.cancel_grace_s)
+            self.counts.started[header.name,] += 1
             logger.debug("task started task_id=%s name=%s", header.task_id, header.name)
 
     def _cancel(self, task_id: str) -> None:
@@ -354,6 +373,7 @@ class WorkerPool:
         try:
             fields = self._store.get(assignment.header.task_id)
         except StoreUnavailableError:
+            self.counts.redis_errors["read",] += 1
             fields = None
         if fields is not None and TaskStatus(fields[b"status"].decode()).is_final:
             self._reply(assignment, fields[b"status"].decode(), record_json(fields))
@@ -378,11 +398,13 @@ class WorkerPool:
             records = self._store.finish_many(keys)
         except StoreUnavailableError as exc:
             logger.error("%d results kept until Redis is back: %s", len(finished), exc)
+            self.counts.redis_errors["finish",] += 1
             for assignment, outcome in finished:
                 self._keep_unwritten(assignment, outcome)
             return
         for (assignment, outcome), record in zip(finished, records, strict=True):
             self._tasks_done += 1
+            self.counts.finished[assignment.header.name, outcome.status.value] += 1
             if record is None:
                 self._reply_current(assignment)
                 continue
@@ -406,8 +428,10 @@ class WorkerPool:
                 header.task_id,
                 exc,
             )
+            self.counts.redis_errors["release",] += 1
             self._keep_unwritten(assignment, None)
             return
+        self.counts.attempts_lost[header.name,] += 1
         if release.outcome == "queued":
             logger.warning(
                 "attempt lost, task queued again task_id=%s attempts=%d",
@@ -486,12 +510,16 @@ class WorkerPool:
                 self._store.set_progress(task_id, attempt, message[3])
             except StoreUnavailableError as exc:
                 logger.warning("progress not stored task_id=%s: %s", task_id, exc)
+                self.counts.redis_errors["progress",] += 1
             return
 
         status, body, trace = message[3], message[4], message[5]
         slot = runner.slot_of(task_id)
         assignment = slot.take_back() if slot else None
-        if assignment is not None:
+        if slot is not None and assignment is not None:
+            self.counts.observe_run(
+                assignment.header.name, time.monotonic() - slot.started_at
+            )
             finished.append((assignment, Outcome(TaskStatus(status), body, trace)))
 
     def _replace_dead_runner(self, runner: Runner) -> None:
@@ -504,6 +532,15 @@ class WorkerPool:
         if not busy and not self._stopping:
             logger.error("idle worker process died exit_code=%s", exit_code)
 
+        if not self._stopping:
+            # In gevent mode the kill was for one of the slots; it names the reason.
+            endings = {slot.ending for slot in busy}
+            reason = "died"
+            if Ending.TIME_LIMIT in endings:
+                reason = "time_limit"
+            elif Ending.CANCELLED in endings:
+                reason = "cancelled"
+            self.counts.child_restarts[reason,] += 1
         for slot in busy:
             ending = slot.ending
             assignment = slot.take_back()
@@ -593,4 +630,11 @@ def main() -> None:
         sys.exit(
             f"taskgate: cannot import the task modules {settings.task_modules!r}: {exc}"
         )
+    if settings.worker_metrics_port:
+        try:
+            serve_pool_metrics(
+                pool.counts, pool.gauges, settings.host, settings.worker_metrics_port
+            )
+        except OSError as exc:
+            sys.exit(f"taskgate: the worker pool cannot serve metrics: {exc}")
     pool.run()

@@ -58,7 +58,7 @@ class Recovery:
         try:
             batch = self._store.unfinished(self._cursor, SCAN_BATCH)
         except StoreUnavailableError as exc:
-            self._note_store_down(exc)
+            self._note_store_down("scan", exc)
             self._scan_at = now + self._settings.recovery_interval_s
             return
         self._store_down = False
@@ -87,6 +87,7 @@ class Recovery:
             if broker.waiting >= self._settings.queue_limit:
                 return
             logger.info("recovered queued task task_id=%s", task.task_id)
+            broker.counts.requeued[task.name, "recovered"] += 1
             broker.enqueue(self._pending(header, b"", task.args))
         elif task.status == TaskStatus.RUNNING and not broker.is_live(task.owner):
             running = replace(header, attempt=task.attempts)
@@ -100,7 +101,7 @@ class Recovery:
             release = self._store.release(task_id, owner, error)
         except StoreUnavailableError as exc:
             # The periodic scan retries: the owner is no longer a live pool.
-            self._note_store_down(exc)
+            self._note_store_down("release", exc)
             return
 
         if release.outcome == "queued":
@@ -109,6 +110,7 @@ class Recovery:
                 task_id,
                 release.attempts,
             )
+            self._broker.counts.requeued[task.header.name, "worker_lost"] += 1
             self._enqueue_again(task, release.attempts + 1)
         else:
             if release.outcome == "failed":
@@ -121,6 +123,7 @@ class Recovery:
         """A pool handed a task back: queue it as attempt ``header.attempt``."""
         if task is None:
             task = self._pending(header, b"", b"")
+        self._broker.counts.requeued[header.name, "pool_returned"] += 1
         self._enqueue_again(task, header.attempt)
 
     def _enqueue_again(self, task: PendingTask, attempt: int) -> None:
@@ -151,7 +154,7 @@ class Recovery:
         try:
             return self._store.get(task_id)
         except StoreUnavailableError as exc:
-            self._note_store_down(exc)
+            self._note_store_down("read", exc)
             return None
 
     def _pending(self, header: Header, reply_to: bytes, payload: bytes) -> PendingTask:
@@ -159,7 +162,8 @@ class Recovery:
 
         return PendingTask(header, reply_to, payload)
 
-    def _note_store_down(self, exc: StoreUnavailableError) -> None:
+    def _note_store_down(self, operation: str, exc: StoreUnavailableError) -> None:
+        self._broker.counts.redis_errors[operation,] += 1
         if not self._store_down:
             logger.error("recovery paused, Redis unavailable: %s", exc)
         self._store_down = True

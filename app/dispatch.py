@@ -20,6 +20,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import gevent
@@ -27,6 +28,7 @@ import zmq.green as zmq
 from gevent.event import AsyncResult
 
 from worker import protocol
+from worker.curve import ClientKeys, secure_client
 from worker.errors import BrokerUnavailableError, ProtocolError, QueueFullError
 from worker.protocol import Command, Header, Message
 
@@ -49,11 +51,12 @@ class Dispatcher:
 
     def __init__(
         self,
-        address: str,
+        address: str | Sequence[str],
         accept_timeout_s: float,
         context: zmq.Context[Any] | None = None,
+        curve_keys: ClientKeys | None = None,
     ) -> None:
-        self._address = address
+        self._addresses = [address] if isinstance(address, str) else list(address)
         self._accept_timeout_s = accept_timeout_s
         self._context = context or zmq.Context()
         self._ids = itertools.count(1)
@@ -67,7 +70,11 @@ class Dispatcher:
         self._socket.setsockopt(zmq.SNDHWM, 10_000)
         self._socket.setsockopt(zmq.RCVHWM, 100_000)
         self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        self._socket.connect(address)
+        secure_client(self._socket, curve_keys)
+        # Every broker listed: only the active one listens, and IMMEDIATE sends
+        # only over completed connections, so messages go to it alone.
+        for each in self._addresses:
+            self._socket.connect(each)
         self._reader = gevent.spawn(self._read_forever)
 
     @property

@@ -27,8 +27,10 @@ import orjson
 import zmq
 
 from conf.settings import Settings
-from worker import protocol
+from worker import curve, protocol
+from worker.curve import CurveConfigError
 from worker.errors import ProtocolError
+from worker.gatekeeper import Gatekeeper
 from worker.protocol import Command, Header, Message
 from worker.recovery import Recovery
 from worker.store import TaskStatus, TaskStore, connect
@@ -93,8 +95,31 @@ class Broker:
         self._waiting_bytes = 0
         self._stopping = False
         self._next_expiry_check = 0.0
-        self.frontend = self._bind(settings.broker_frontend)
-        self.backend = self._bind(settings.broker_backend)
+        self._curve = curve.server_keys(settings)
+        self._gatekeeper: Gatekeeper | None = None
+        if self._curve is not None:
+            self._gatekeeper = Gatekeeper(self._context, self._curve)
+            self._gatekeeper.start()
+        self.frontend_address = bind_address(
+            settings.broker_bind_frontend, settings.broker_frontends
+        )
+        self.backend_address = bind_address(
+            settings.broker_bind_backend, settings.broker_backends
+        )
+        try:
+            self.frontend = self._bind(self.frontend_address)
+            self.backend = self._bind(self.backend_address)
+        except zmq.ZMQError:
+            if self._gatekeeper is not None:
+                self._gatekeeper.stop()
+            raise
+        if self._gatekeeper is not None:
+            self._gatekeeper.watch(
+                {
+                    self.frontend_address: self.frontend,
+                    self.backend_address: self.backend,
+                }
+            )
         self._poller = zmq.Poller()
         self._poller.register(self.backend, zmq.POLLIN)
         self._poller.register(self.frontend, zmq.POLLIN)
@@ -108,7 +133,12 @@ class Broker:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.bind(address)
+        curve.secure_server(sock, self._curve)
+        try:
+            sock.bind(address)
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
         return sock
 
     @property
@@ -140,9 +170,10 @@ class Broker:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         logger.info(
-            "broker started frontend=%s backend=%s",
-            self._settings.broker_frontend,
-            self._settings.broker_backend,
+            "broker started frontend=%s backend=%s curve=%s",
+            self.frontend_address,
+            self.backend_address,
+            "on" if self._curve else "off",
         )
         while not self._stopping:
             self.poll_once(timeout_ms=100)
@@ -151,6 +182,8 @@ class Broker:
 
     def close(self) -> None:
         """Close both sockets at once; queued tasks stay `queued` in Redis."""
+        if self._gatekeeper is not None:
+            self._gatekeeper.stop()
         self.frontend.close(linger=0)
         self.backend.close(linger=0)
 
@@ -457,6 +490,18 @@ class Broker:
                 idle.pop(worker.identity, None)
 
 
+def bind_address(bind: str, listed: list[str]) -> str:
+    """The address this broker binds: the explicit one, or the only one listed."""
+    if bind:
+        return bind
+    if len(listed) != 1:
+        raise ValueError(
+            "several broker addresses are listed: set TASKGATE_BROKER_BIND_FRONTEND "
+            "and TASKGATE_BROKER_BIND_BACKEND to this broker's own"
+        )
+    return listed[0]
+
+
 def main() -> None:
     """``python -m worker.broker``: run the broker with the environment's settings."""
     from conf.logging import configure_logging
@@ -473,6 +518,8 @@ def main() -> None:
         broker = Broker(settings, TaskStore(client, settings.result_ttl_s))
     except zmq.ZMQError as exc:
         sys.exit(f"taskgate: the broker cannot listen: {exc}")
+    except (CurveConfigError, ValueError) as exc:
+        sys.exit(f"taskgate: {exc}")
     if settings.broker_metrics_port:
         try:
             serve_broker_metrics(broker, settings.host, settings.broker_metrics_port)

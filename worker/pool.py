@@ -33,7 +33,7 @@ import orjson
 import zmq
 
 from conf.settings import Settings
-from worker import protocol, registry
+from worker import curve, protocol, registry
 from worker.children import Assignment, Ending, Runner, Slot, spawn_runner, stop_runners
 from worker.errors import ProtocolError, StoreUnavailableError
 from worker.protocol import Command, Header, Message
@@ -180,7 +180,11 @@ class WorkerPool:
         # backing off up to RECONNECT_IVL_MAX.
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        sock.connect(self._settings.broker_backend)
+        curve.secure_client(sock, curve.client_keys(self._settings))
+        # With a standby broker both are listed; only the active one listens, and
+        # IMMEDIATE sends only over completed connections, so only to it.
+        for address in self._settings.broker_backends:
+            sock.connect(address)
         return sock
 
     def _send(self, message: Message) -> None:
@@ -593,4 +597,6 @@ def main() -> None:
         sys.exit(
             f"taskgate: cannot import the task modules {settings.task_modules!r}: {exc}"
         )
+    except curve.CurveConfigError as exc:
+        sys.exit(f"taskgate: {exc}")
     pool.run()

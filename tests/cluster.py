@@ -122,7 +122,9 @@ class Cluster:
                 self.address(name, BACKEND_PORT) for name in self.brokers
             ),
             TASKGATE_WORKER_PROCESSES="2",
-            TASKGATE_TASK_MODULES="worker.tasks,tests.e2e_tasks,tests.multihost_tasks",
+            TASKGATE_TASK_MODULES=(
+                "worker.tasks,tests.e2e_tasks,tests.multihost_tasks,tools.chaos_tasks"
+            ),
             TASKGATE_HEARTBEAT_INTERVAL_S="0.25",
             TASKGATE_HEARTBEAT_LIVENESS="3",
             TASKGATE_RECOVERY_INTERVAL_S="0.5",

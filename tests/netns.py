@@ -20,7 +20,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -92,11 +92,17 @@ class Host:
 
     def call(self, function: Callable[..., T], *args: object, **kwargs: object) -> T:
         """Run ``function`` in a thread inside this host's network; return its value."""
+        return self.submit(function, *args, **kwargs).result()
+
+    def submit(
+        self, function: Callable[..., T], *args: object, **kwargs: object
+    ) -> Future[T]:
+        """Start ``function`` in a thread inside this host's network."""
         if self._threads is None:
             self._threads = ThreadPoolExecutor(
-                max_workers=16, initializer=enter, initargs=(self.namespace,)
+                max_workers=24, initializer=enter, initargs=(self.namespace,)
             )
-        return self._threads.submit(function, *args, **kwargs).result()
+        return self._threads.submit(function, *args, **kwargs)
 
     def cut(self) -> None:
         """Pull the cable: this host hears nothing and nobody hears it."""

@@ -165,8 +165,13 @@ class Broker:
         """True if ``owner`` (a pool identity) is a worker the broker hears from."""
         return owner.encode() in self._workers
 
-    def run(self) -> None:
-        """Route until SIGTERM or SIGINT."""
+    @property
+    def stopping(self) -> bool:
+        """True once SIGTERM or SIGINT asked the broker to stop."""
+        return self._stopping
+
+    def run(self, keep_running: Callable[[], bool] | None = None) -> None:
+        """Route until SIGTERM or SIGINT, or until ``keep_running`` says no."""
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         logger.info(
@@ -176,6 +181,8 @@ class Broker:
             "on" if self._curve else "off",
         )
         while not self._stopping:
+            if keep_running is not None and not keep_running():
+                break
             self.poll_once(timeout_ms=100)
         self.close()
         logger.info("broker stopped waiting=%d", self.waiting)
@@ -513,9 +520,20 @@ def main() -> None:
     # Recovery's Redis calls run in the routing loop: a short timeout bounds how
     # long an unreachable Redis can hold routing up (once per recovery interval).
     timeout_s = min(settings.redis_timeout_s, BROKER_REDIS_TIMEOUT_S)
+    standby = len(settings.broker_frontends) > 1
+    if standby:
+        # The lease is renewed in the same loop: a call must fail well within
+        # the lease's last third (see worker.lease).
+        timeout_s = min(timeout_s, settings.broker_lease_s / 10)
     client = connect(settings.redis_url, pool_size=4, timeout_s=timeout_s)
+    store = TaskStore(client, settings.result_ttl_s)
+    if standby:
+        # Several brokers listed: this one is active only while it holds the lease.
+        from worker.standby import run_standby
+
+        sys.exit(run_standby(settings, store))
     try:
-        broker = Broker(settings, TaskStore(client, settings.result_ttl_s))
+        broker = Broker(settings, store)
     except zmq.ZMQError as exc:
         sys.exit(f"taskgate: the broker cannot listen: {exc}")
     except (CurveConfigError, ValueError) as exc:

@@ -28,11 +28,15 @@ import zmq.green as zmq
 from gevent.event import AsyncResult
 
 from worker import protocol
-from worker.curve import ClientKeys, secure_client
+from worker.curve import ClientKeys, reconnect_max_ms, secure_client
 from worker.errors import BrokerUnavailableError, ProtocolError, QueueFullError
 from worker.protocol import Command, Header, Message
 
 logger = logging.getLogger(__name__)
+
+# With a standby broker listed: how long a submit waits for its acceptance
+# before it is sent again (see Dispatcher._wait_accepted).
+RESEND_AFTER_S = 1.0
 
 
 class Ticket:
@@ -69,7 +73,9 @@ class Dispatcher:
         self._socket.setsockopt(zmq.IMMEDIATE, 1)
         self._socket.setsockopt(zmq.SNDHWM, 10_000)
         self._socket.setsockopt(zmq.RCVHWM, 100_000)
-        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self._socket.setsockopt(
+            zmq.RECONNECT_IVL_MAX, reconnect_max_ms(len(self._addresses))
+        )
         secure_client(self._socket, curve_keys)
         # Every broker listed: only the active one listens, and IMMEDIATE sends
         # only over completed connections, so messages go to it alone.
@@ -102,13 +108,13 @@ class Dispatcher:
         )
         self._tickets[ticket.request_id] = ticket
         deadline = time.monotonic() + self._accept_timeout_s
+        frames = protocol.encode(Message(header, payload=payload))
         try:
-            self._send(protocol.encode(Message(header, payload=payload)), deadline)
+            self._send(frames, deadline)
+            answer = self._wait_accepted(ticket, frames, deadline)
         except BrokerUnavailableError:
             self.release(ticket)
             raise
-
-        answer = ticket.accepted.wait(max(0.0, deadline - time.monotonic()))
         if answer is None:
             self.release(ticket)
             raise BrokerUnavailableError("broker did not accept the task in time")
@@ -116,6 +122,28 @@ class Dispatcher:
             self.release(ticket)
             raise QueueFullError(f"broker refused the task: {answer.header.detail}")
         return ticket
+
+    def _wait_accepted(
+        self, ticket: Ticket, frames: list[bytes], deadline: float
+    ) -> Message | None:
+        """The broker's answer to a submit, or None at the deadline.
+
+        With a standby broker listed, a submit sent to the active broker just as
+        it died is lost with its connection; it is sent again each
+        RESEND_AFTER_S, and so reaches the broker that took over. The broker
+        takes a task id it holds already as the same task.
+        """
+        while True:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                return None
+            if len(self._addresses) == 1:
+                answer: Message | None = ticket.accepted.wait(remaining_s)
+                return answer
+            answer = ticket.accepted.wait(min(remaining_s, RESEND_AFTER_S))
+            if answer is not None or time.monotonic() >= deadline:
+                return answer
+            self._send(frames, deadline)
 
     def _send(self, frames: list[bytes], deadline: float) -> None:
         """Send without ever blocking on the socket; retry while not yet connected.

@@ -108,6 +108,13 @@ class Host:
         """Pull the cable: this host hears nothing and nobody hears it."""
         ip("-n", self._network.switch, "link", "set", self.port, "down")
 
+    def block(self, address: str) -> None:
+        """Drop everything this host sends to ``address``: a one-way partition."""
+        ip("-n", self.namespace, "route", "add", "blackhole", f"{address}/32")
+
+    def unblock(self, address: str) -> None:
+        ip("-n", self.namespace, "route", "del", "blackhole", f"{address}/32")
+
     def plug(self) -> None:
         """Put the cable back."""
         ip("-n", self._network.switch, "link", "set", self.port, "up")

@@ -27,7 +27,7 @@ KILL_AT_S = 3.0
 FINAL = ("succeeded", "failed", "cancelled")
 
 
-def submit_one(cluster, journal, index, accepted, rng):
+def submit_one(cluster, journal, index, accepted, rng, refusals):
     """Submit one chaos task as tools.chaos does, retrying refusals (bounded)."""
     for attempt in range(100):
         token = f"{index}-{attempt}"
@@ -44,6 +44,7 @@ def submit_one(cluster, journal, index, accepted, rng):
         if answer is not None and answer.status_code == 202:
             accepted[answer.json()["id"]] = token
             return
+        refusals.append(answer.status_code if answer is not None else 0)
         time.sleep(0.2)
 
 
@@ -121,13 +122,16 @@ def test_multihost_killing_the_active_broker_the_standby_takes_over_losing_nothi
 
     journal = tmp_path / "executions.txt"
     accepted = {}
+    refusals = []
     rng = random.Random(7)
     web = cluster.hosts["web"]
     started = time.monotonic()
     submitted = []
     for index in range(TASKS):
         time.sleep(max(0.0, started + index * SPREAD_S / TASKS - time.monotonic()))
-        submitted.append(web.submit(submit_one, cluster, journal, index, accepted, rng))
+        submitted.append(
+            web.submit(submit_one, cluster, journal, index, accepted, rng, refusals)
+        )
         if index == int(TASKS * KILL_AT_S / SPREAD_S):
             active.signal(signal.SIGKILL)
             killed_at = time.monotonic()
@@ -142,7 +146,8 @@ def test_multihost_killing_the_active_broker_the_standby_takes_over_losing_nothi
     line, ok, causes = tally(accepted, records, read_runs(journal))
     print(
         f"{line}; standby active after {takeover_s:.2f} s, first task after "
-        f"{first_task_s:.2f} s; failed: {dict(causes)}"
+        f"{first_task_s:.2f} s; refused and retried: {len(refusals)}; "
+        f"failed: {dict(causes)}"
     )
 
     assert len(accepted) == TASKS
@@ -153,3 +158,54 @@ def test_multihost_killing_the_active_broker_the_standby_takes_over_losing_nothi
     # The lease expires within 1.5 s of the kill, a standby tries every 0.5 s.
     assert takeover_s < 2.5
     assert first_task_s < 6.0, cluster.logs()
+
+
+def test_multihost_broker_cut_from_redis_steps_down_before_its_lease_ends(
+    make_cluster,
+):
+    cluster = make_cluster(curve=True)
+    cluster.brokers = ["broker-a", "broker-b"]
+    first = cluster.start_broker("broker-a")
+    wait_for(lambda: "broker active" in first.log(), timeout_s=20, what="broker A")
+    second = cluster.start_broker("broker-b")
+    wait_for(
+        lambda: "lease held by another broker" in second.log(),
+        timeout_s=20,
+        what="broker B to stand by",
+    )
+    cluster.start_pool("worker-1")
+    cluster.start_web()
+    assert cluster.post("/v1/tasks/echo", {"n": 1}).status_code == 200
+
+    # A still reaches every client, but no longer Redis: it must stop listening
+    # by itself, and B take over once the lease expired.
+    db = cluster.hosts["db"].address
+    cluster.hosts["broker-a"].block(db)
+    try:
+        wait_for(
+            lambda: "giving up being active" in first.log(),
+            timeout_s=5,
+            what="broker A to step down",
+        )
+        wait_for(lambda: "broker active" in second.log(), timeout_s=10, what="broker B")
+        answer = cluster.post("/v1/tasks/echo", {"n": 2})
+        assert answer.status_code == 200, cluster.logs()
+    finally:
+        cluster.hosts["broker-a"].unblock(db)
+
+    # A stands by again; when B dies, A takes over once more.
+    wait_for(
+        lambda: first.log().count("broker standing by") == 2,
+        timeout_s=10,
+        what="broker A to stand by again",
+    )
+    assert first.alive()
+    cluster.processes.remove(second)
+    second.stop()
+    wait_for(
+        lambda: first.log().count("broker active") == 2,
+        timeout_s=10,
+        what="broker A to take over again",
+    )
+    answer = cluster.post("/v1/tasks/echo", {"n": 3})
+    assert answer.status_code == 200, cluster.logs()

@@ -1,4 +1,4 @@
-"""CURVE keys from the settings, and the socket options that switch CURVE on.
+"""CURVE keys from the settings, and the socket options clients and broker share.
 
 ZeroMQ's CURVE mechanism encrypts a link and proves each side's key. The broker
 is the CURVE server on both its sockets; web processes and worker pools are
@@ -108,6 +108,15 @@ def secure_server(sock: zmq.Socket[Any], keys: ServerKeys | None) -> None:
     sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
     # Without this a handshake that no ZAP handler answers would pass.
     sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+
+
+def reconnect_max_ms(brokers: int) -> int:
+    """Longest pause between a client's attempts to connect to one broker.
+
+    With a standby listed, clients keep trying the broker that does not listen;
+    a short pause makes them find it within half a second once it takes over.
+    """
+    return 2000 if brokers <= 1 else 500
 
 
 def _load(variable: str, path: str) -> tuple[bytes, bytes | None]:

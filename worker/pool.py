@@ -35,6 +35,7 @@ import zmq
 from conf.settings import Settings
 from worker import curve, protocol, registry
 from worker.children import Assignment, Ending, Runner, Slot, spawn_runner, stop_runners
+from worker.curve import reconnect_max_ms
 from worker.errors import ProtocolError, StoreUnavailableError
 from worker.protocol import Command, Header, Message
 from worker.store import (
@@ -179,7 +180,10 @@ class WorkerPool:
         # learns about us from the next heartbeat. ZeroMQ reconnects by itself,
         # backing off up to RECONNECT_IVL_MAX.
         sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt(
+            zmq.RECONNECT_IVL_MAX,
+            reconnect_max_ms(len(self._settings.broker_backends)),
+        )
         curve.secure_client(sock, curve.client_keys(self._settings))
         # With a standby broker both are listed; only the active one listens, and
         # IMMEDIATE sends only over completed connections, so only to it.

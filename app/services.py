@@ -18,7 +18,7 @@ from app.records import RecordWriter
 from app.watch import CompletionWatcher
 from conf.settings import Settings
 from worker.curve import CurveConfigError, client_keys
-from worker.store import TaskStore, connect
+from worker.store import TaskStore, connect_redis
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +54,8 @@ class Services:
 
     def _build(self) -> Clients:
         settings = self._settings
-        client = connect(
-            settings.redis_url, settings.redis_pool_size, settings.redis_timeout_s
+        client = connect_redis(
+            settings, settings.redis_pool_size, settings.redis_timeout_s
         )
         store = TaskStore(client, settings.result_ttl_s)
         return Clients(

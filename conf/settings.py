@@ -46,6 +46,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "redis_url"),
     )
 
+    # Redis Sentinel: when set (``host:port`` list, comma-separated), clients ask
+    # these sentinels for the master of redis_sentinel_master on each new
+    # connection, and REDIS_URL gives only the scheme, password, database and
+    # TLS options. Sentinels may have a password of their own.
+    redis_sentinels: str = Field(
+        "", pattern=r"^$|^\s*[^\s,:]+:\d+(\s*,\s*[^\s,:]+:\d+)*\s*$"
+    )
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: str = ""
+
     # Where the broker listens; web processes and workers connect to the same
     # addresses. A ``tcp://*:port`` bind needs a host name on the connecting side,
     # so list the broker's reachable address here. With a standby broker, list

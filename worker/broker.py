@@ -33,7 +33,7 @@ from worker.errors import ProtocolError
 from worker.gatekeeper import Gatekeeper
 from worker.protocol import Command, Header, Message
 from worker.recovery import Recovery
-from worker.store import TaskStatus, TaskStore, connect
+from worker.store import TaskStatus, TaskStore, connect_redis
 
 logger = logging.getLogger(__name__)
 
@@ -525,7 +525,7 @@ def main() -> None:
         # The lease is renewed in the same loop: a call must fail well within
         # the lease's last third (see worker.lease).
         timeout_s = min(timeout_s, settings.broker_lease_s / 10)
-    client = connect(settings.redis_url, pool_size=4, timeout_s=timeout_s)
+    client = connect_redis(settings, pool_size=4, timeout_s=timeout_s)
     store = TaskStore(client, settings.result_ttl_s)
     if standby:
         # Several brokers listed: this one is active only while it holds the lease.

@@ -42,7 +42,7 @@ from worker.store import (
     Outcome,
     TaskStatus,
     TaskStore,
-    connect,
+    connect_redis,
     error_json,
     record_json,
 )
@@ -594,7 +594,7 @@ def main() -> None:
     # The pool's Redis calls run in the loop that sends heartbeats: a timeout well
     # under the broker's liveness keeps an unreachable Redis from silencing them.
     timeout_s = min(settings.redis_timeout_s, settings.worker_liveness_s / 4)
-    client = connect(settings.redis_url, pool_size=4, timeout_s=timeout_s)
+    client = connect_redis(settings, pool_size=4, timeout_s=timeout_s)
     try:
         pool = WorkerPool(settings, TaskStore(client, settings.result_ttl_s))
     except ImportError as exc:

@@ -60,6 +60,7 @@ def test_multihost_tasks_cross_hosts_with_curve_a_late_host_works_at_once_a_stra
     assert f"identity=b'{stranger}'" not in broker.log()
     assert broker.log().count("key is not authorized") == 1, broker.log()
     assert stranger_pool.alive()
+    assert stranger_pool.log().count("refused this worker pool's CURVE handshake") == 1
 
 
 @pytest.mark.parametrize("curve", [True, False], ids=["curve", "plain"])

@@ -79,18 +79,27 @@ class TlsTerminator:
         self._target = target_port
         self._context = context
         self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self._stopping = threading.Event()
         self.port = self._listener.getsockname()[1]
         self.handshakes_failed = 0
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
+        self._open = []
+        self._lock = threading.Lock()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self):
-        while True:
+        while not self._stopping.is_set():
             try:
                 raw, _ = self._listener.accept()
-            except OSError:
-                return
+            except TimeoutError:
+                continue
+            self._track(raw)
             threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _track(self, sock):
+        with self._lock:
+            self._open.append(sock)
 
     def _serve(self, raw):
         raw.settimeout(5)
@@ -100,23 +109,32 @@ class TlsTerminator:
             self.handshakes_failed += 1
             raw.close()
             return
+        self._track(secure)
         upstream = socket.create_connection(("127.0.0.1", self._target))
+        self._track(upstream)
         secure.settimeout(None)
-        threading.Thread(
-            target=self._pump, args=(upstream, secure), daemon=True
-        ).start()
+        back = threading.Thread(target=self._pump, args=(upstream, secure), daemon=True)
+        back.start()
         self._pump(secure, upstream)
+        back.join(5)
+        secure.close()
+        upstream.close()
 
     @staticmethod
     def _pump(source, target):
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             while chunk := source.recv(65536):
                 target.sendall(chunk)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             target.shutdown(socket.SHUT_WR)
 
     def close(self):
+        self._stopping.set()
+        self._acceptor.join(5)
         self._listener.close()
+        with self._lock:
+            for sock in self._open:
+                sock.close()
 
 
 @pytest.fixture
@@ -143,6 +161,7 @@ def test_rediss_url_with_a_ca_file_speaks_tls(tls_redis):
 
     assert client.get("taskgate:tls-check") == b"ok"
     assert terminator.handshakes_failed == 0
+    client.close()
 
 
 def test_tls_redis_refuses_plain_and_unverified_clients(tls_redis):
@@ -154,6 +173,8 @@ def test_tls_redis_refuses_plain_and_unverified_clients(tls_redis):
         plain.read_task_types()
     with pytest.raises(redis.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         unverified.ping()
+    plain.client.close()
+    unverified.close()
 
 
 def test_sentinel_failover_needs_no_reconnect_by_hand(servers, tmp_path):

@@ -95,17 +95,19 @@ class Broker:
         self._waiting_bytes = 0
         self._stopping = False
         self._next_expiry_check = 0.0
-        self._curve = curve.server_keys(settings)
-        self._gatekeeper: Gatekeeper | None = None
-        if self._curve is not None:
-            self._gatekeeper = Gatekeeper(self._context, self._curve)
-            self._gatekeeper.start()
         self.frontend_address = bind_address(
             settings.broker_bind_frontend, settings.broker_frontends
         )
         self.backend_address = bind_address(
             settings.broker_bind_backend, settings.broker_backends
         )
+        self._curve = curve.server_keys(settings)
+        self._gatekeeper: Gatekeeper | None = None
+        if self._curve is not None:
+            # Answers ZAP before the sockets bind: a CURVE handshake that no
+            # handler answers would be refused (ZAP_ENFORCE_DOMAIN).
+            self._gatekeeper = Gatekeeper(self._context, self._curve)
+            self._gatekeeper.start()
         try:
             self.frontend = self._bind(self.frontend_address)
             self.backend = self._bind(self.backend_address)

@@ -14,12 +14,14 @@ module too.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.auth
+from zmq.utils.monitor import recv_monitor_message
 
 from conf.settings import Settings
 from worker.errors import TaskGateError
@@ -108,6 +110,45 @@ def secure_server(sock: zmq.Socket[Any], keys: ServerKeys | None) -> None:
     sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
     # Without this a handshake that no ZAP handler answers would pass.
     sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+
+
+def report_refusal(sock: zmq.Socket[Any], who: str) -> threading.Thread:
+    """Log once, at ERROR, when a broker refuses this client's CURVE handshake.
+
+    ZeroMQ does not retry a refused handshake, so without this line a client
+    whose key is not listed would just stay silent. A daemon thread reads the
+    socket's monitor until the socket is closed. Plain ``zmq`` sockets only (the
+    pool's); a web process shows the refusal as a failing ``/readyz``.
+    """
+    monitor = sock.get_monitor_socket(
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        | zmq.EVENT_MONITOR_STOPPED
+    )
+
+    def watch() -> None:
+        reported = False
+        with monitor:
+            while True:
+                event = recv_monitor_message(monitor)
+                if event["event"] == zmq.EVENT_MONITOR_STOPPED:
+                    return
+                if not reported:
+                    reported = True
+                    logger.error(
+                        "the broker at %s refused this %s's CURVE handshake (%s): "
+                        "is its public key in the broker's "
+                        "TASKGATE_CURVE_AUTHORIZED_DIR, and TASKGATE_CURVE_BROKER_KEY "
+                        "the broker's? ZeroMQ does not retry: restart after fixing",
+                        event["endpoint"].decode(errors="replace"),
+                        who,
+                        zmq.Event(event["event"]).name,
+                    )
+
+    thread = threading.Thread(target=watch, name="curve-refusals", daemon=True)
+    thread.start()
+    return thread
 
 
 def reconnect_max_ms(brokers: int) -> int:

@@ -184,7 +184,10 @@ class WorkerPool:
             zmq.RECONNECT_IVL_MAX,
             reconnect_max_ms(len(self._settings.broker_backends)),
         )
-        curve.secure_client(sock, curve.client_keys(self._settings))
+        keys = curve.client_keys(self._settings)
+        curve.secure_client(sock, keys)
+        if keys is not None:
+            curve.report_refusal(sock, "worker pool")
         # With a standby broker both are listed; only the active one listens, and
         # IMMEDIATE sends only over completed connections, so only to it.
         for address in self._settings.broker_backends:

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(gt=0)]
-ZMQ_ADDRESS = r"^(tcp|ipc|inproc)://\S+$"
+ZMQ_ADDRESS = r"^(tcp|ipc|inproc)://[^\s,]+$"
 # One or more addresses, comma-separated: clients connect to every broker listed.
 ZMQ_ADDRESS_LIST = (
     r"^\s*(tcp|ipc|inproc)://[^\s,]+(\s*,\s*(tcp|ipc|inproc)://[^\s,]+)*\s*$"

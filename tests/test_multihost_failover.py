@@ -155,8 +155,9 @@ def test_multihost_killing_the_active_broker_the_standby_takes_over_losing_nothi
     assert ", stuck 0, lost 0," in line
     for identity in identities:
         assert f"identity=b'{identity}'" in standby.log()
-    # The lease expires within 1.5 s of the kill, a standby tries every 0.5 s.
-    assert takeover_s < 2.5
+    # The lease expires within 1.5 s of the kill, a standby tries every 0.5 s;
+    # the rest is margin for a loaded machine.
+    assert takeover_s < 3.0
     assert first_task_s < 6.0, cluster.logs()
 
 

@@ -68,6 +68,6 @@ def test_lease_given_up_before_it_expires_when_redis_is_unreachable(
         assert time.monotonic() - taken_at < 0.6
 
     # Two thirds of the lease, never its whole: the key is still there.
-    assert time.monotonic() - taken_at == pytest.approx(0.4, abs=0.1)
+    assert time.monotonic() - taken_at == pytest.approx(0.4, abs=0.15)
     assert redis_client.get(LEASE_KEY) == b"a"
     assert "giving up being active" in caplog.text

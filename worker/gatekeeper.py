@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 RELOAD_MIN_INTERVAL_S = 1.0
 REFUSAL_SUMMARY_INTERVAL_S = 60.0
+# Refused (address, key) pairs remembered so each is logged once; a bound, so a
+# flood of made-up keys cannot grow the broker's memory.
+MAX_REMEMBERED_REFUSALS = 10_000
 HANDSHAKE_FAILURES = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 )
@@ -71,12 +74,17 @@ class _KeyList:
             if key in self._keys:
                 return True
         peer = (self.peer_address, key)
-        if peer not in self._refused:
+        if peer not in self._refused and len(self._refused) < MAX_REMEMBERED_REFUSALS:
             self._refused.add(peer)
             logger.warning(
-                "refused a client whose key is not authorized address=%s key=%s",
+                "refused a client whose key is not authorized address=%s key=%s%s",
                 self.peer_address,
                 key.decode(),
+                (
+                    "; further refusals are not logged"
+                    if len(self._refused) == MAX_REMEMBERED_REFUSALS
+                    else ""
+                ),
             )
         return False
 

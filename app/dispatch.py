@@ -26,9 +26,16 @@ from typing import Any
 import gevent
 import zmq.green as zmq
 from gevent.event import AsyncResult
+from zmq.utils.monitor import recv_monitor_message
 
 from worker import protocol
-from worker.curve import ClientKeys, reconnect_max_ms, secure_client
+from worker.curve import (
+    REFUSAL_EVENTS,
+    ClientKeys,
+    log_refusal,
+    reconnect_max_ms,
+    secure_client,
+)
 from worker.errors import BrokerUnavailableError, ProtocolError, QueueFullError
 from worker.protocol import Command, Header, Message
 
@@ -77,6 +84,11 @@ class Dispatcher:
             zmq.RECONNECT_IVL_MAX, reconnect_max_ms(len(self._addresses))
         )
         secure_client(self._socket, curve_keys)
+        self._refusals: zmq.Socket[Any] | None = None
+        self._refusal_watch: gevent.Greenlet | None = None
+        if curve_keys is not None:
+            self._refusals = self._socket.get_monitor_socket(REFUSAL_EVENTS)
+            self._refusal_watch = gevent.spawn(self._report_refusal, self._refusals)
         # Every broker listed: only the active one listens, and IMMEDIATE sends
         # only over completed connections, so messages go to it alone.
         for each in self._addresses:
@@ -210,7 +222,18 @@ class Dispatcher:
     def close(self) -> None:
         """Stop the reader and close the socket."""
         self._reader.kill(block=False)
+        if self._refusal_watch is not None and self._refusals is not None:
+            self._refusal_watch.kill(block=False)
+            self._refusals.close(linger=0)
         self._socket.close(linger=0)
+
+    def _report_refusal(self, monitor: zmq.Socket[Any]) -> None:
+        """Log once if a broker refuses our CURVE handshake (it is not retried)."""
+        try:
+            event = recv_monitor_message(monitor)
+            log_refusal(event["endpoint"], event["event"], "web process")
+        except zmq.ZMQError:
+            return  # closed with the dispatcher
 
     def _read_forever(self) -> None:
         while True:

@@ -4,11 +4,14 @@ import logging
 import shutil
 import time
 
+import gevent
 import pytest
 import requests
 import zmq
 import zmq.auth
+import zmq.green
 
+from app.dispatch import Dispatcher
 from tests.helpers import wait_for
 from worker import curve, keys, protocol
 from worker.broker import Broker
@@ -221,3 +224,23 @@ def test_whole_stack_runs_tasks_with_curve_on(
         assert answer.json()["result"] == {"marker": "curve"}
     finally:
         stack.stop_all()
+
+
+def test_web_dispatcher_with_an_unlisted_key_says_it_was_refused(
+    curve_broker, key_dir, caplog
+):
+    green = zmq.green.Context()
+    dispatcher = Dispatcher(
+        curve_broker.frontend_address, 0.5, green, client_of(key_dir, "stranger")
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while "refused this web process" not in caplog.text:
+            assert time.monotonic() < deadline, "no refusal logged"
+            gevent.sleep(0.02)
+
+        assert not dispatcher.ping(0.3)
+    finally:
+        dispatcher.close()
+        green.term()
+    assert caplog.text.count("refused this web process's CURVE handshake") == 1

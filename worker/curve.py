@@ -112,20 +112,35 @@ def secure_server(sock: zmq.Socket[Any], keys: ServerKeys | None) -> None:
     sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
 
 
+# Monitor events of a client socket whose handshake a broker refused.
+REFUSAL_EVENTS = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+def log_refusal(endpoint: bytes, event: int, who: str) -> None:
+    """Say, at ERROR, that a broker refused this client's handshake, and what to do."""
+    logger.error(
+        "the broker at %s refused this %s's CURVE handshake (%s): is its public key "
+        "in the broker's TASKGATE_CURVE_AUTHORIZED_DIR, and TASKGATE_CURVE_BROKER_KEY "
+        "the broker's? ZeroMQ does not retry: restart after fixing",
+        endpoint.decode(errors="replace"),
+        who,
+        zmq.Event(event).name,
+    )
+
+
 def report_refusal(sock: zmq.Socket[Any], who: str) -> threading.Thread:
-    """Log once, at ERROR, when a broker refuses this client's CURVE handshake.
+    """Log once when a broker refuses this client's CURVE handshake.
 
     ZeroMQ does not retry a refused handshake, so without this line a client
     whose key is not listed would just stay silent. A daemon thread reads the
-    socket's monitor until the socket is closed. Plain ``zmq`` sockets only (the
-    pool's); a web process shows the refusal as a failing ``/readyz``.
+    socket's monitor until the socket is closed; plain ``zmq`` sockets only (the
+    web process does the same in a greenlet, see app.dispatch).
     """
-    monitor = sock.get_monitor_socket(
-        zmq.EVENT_HANDSHAKE_FAILED_AUTH
-        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-        | zmq.EVENT_MONITOR_STOPPED
-    )
+    monitor = sock.get_monitor_socket(REFUSAL_EVENTS | zmq.EVENT_MONITOR_STOPPED)
 
     def watch() -> None:
         reported = False
@@ -136,15 +151,7 @@ def report_refusal(sock: zmq.Socket[Any], who: str) -> threading.Thread:
                     return
                 if not reported:
                     reported = True
-                    logger.error(
-                        "the broker at %s refused this %s's CURVE handshake (%s): "
-                        "is its public key in the broker's "
-                        "TASKGATE_CURVE_AUTHORIZED_DIR, and TASKGATE_CURVE_BROKER_KEY "
-                        "the broker's? ZeroMQ does not retry: restart after fixing",
-                        event["endpoint"].decode(errors="replace"),
-                        who,
-                        zmq.Event(event["event"]).name,
-                    )
+                    log_refusal(event["endpoint"], event["event"], who)
 
     thread = threading.Thread(target=watch, name="curve-refusals", daemon=True)
     thread.start()

@@ -15,7 +15,11 @@ broker's state is rebuilt from what the pools announce and from Redis anyway
 queues the tasks the old one held). Each activation makes a fresh
 :class:`~worker.broker.Broker`.
 
-Known limit: the broker's metrics endpoint is not served in this mode.
+Known limits: the broker's metrics endpoint is not served in this mode. The
+lease is checked between routing turns; each Redis call in a turn times out
+after a tenth of a lease, but a turn that makes many failing calls (recovery
+giving back the tasks of several lost pools while Redis is unreachable) can run
+past the lease's last third, and for that long two brokers may listen.
 """
 
 from __future__ import annotations

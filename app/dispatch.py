@@ -20,17 +20,30 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import gevent
 import zmq.green as zmq
 from gevent.event import AsyncResult
+from zmq.utils.monitor import recv_monitor_message
 
 from worker import protocol
+from worker.curve import (
+    REFUSAL_EVENTS,
+    ClientKeys,
+    log_refusal,
+    reconnect_max_ms,
+    secure_client,
+)
 from worker.errors import BrokerUnavailableError, ProtocolError, QueueFullError
 from worker.protocol import Command, Header, Message
 
 logger = logging.getLogger(__name__)
+
+# With a standby broker listed: how long a submit waits for its acceptance
+# before it is sent again (see Dispatcher._wait_accepted).
+RESEND_AFTER_S = 1.0
 
 
 class Ticket:
@@ -49,11 +62,12 @@ class Dispatcher:
 
     def __init__(
         self,
-        address: str,
+        address: str | Sequence[str],
         accept_timeout_s: float,
         context: zmq.Context[Any] | None = None,
+        curve_keys: ClientKeys | None = None,
     ) -> None:
-        self._address = address
+        self._addresses = [address] if isinstance(address, str) else list(address)
         self._accept_timeout_s = accept_timeout_s
         self._context = context or zmq.Context()
         self._ids = itertools.count(1)
@@ -66,8 +80,19 @@ class Dispatcher:
         self._socket.setsockopt(zmq.IMMEDIATE, 1)
         self._socket.setsockopt(zmq.SNDHWM, 10_000)
         self._socket.setsockopt(zmq.RCVHWM, 100_000)
-        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        self._socket.connect(address)
+        self._socket.setsockopt(
+            zmq.RECONNECT_IVL_MAX, reconnect_max_ms(len(self._addresses))
+        )
+        secure_client(self._socket, curve_keys)
+        self._refusals: zmq.Socket[Any] | None = None
+        self._refusal_watch: gevent.Greenlet | None = None
+        if curve_keys is not None:
+            self._refusals = self._socket.get_monitor_socket(REFUSAL_EVENTS)
+            self._refusal_watch = gevent.spawn(self._report_refusal, self._refusals)
+        # Every broker listed: only the active one listens, and IMMEDIATE sends
+        # only over completed connections, so messages go to it alone.
+        for each in self._addresses:
+            self._socket.connect(each)
         self._reader = gevent.spawn(self._read_forever)
 
     @property
@@ -95,13 +120,13 @@ class Dispatcher:
         )
         self._tickets[ticket.request_id] = ticket
         deadline = time.monotonic() + self._accept_timeout_s
+        frames = protocol.encode(Message(header, payload=payload))
         try:
-            self._send(protocol.encode(Message(header, payload=payload)), deadline)
+            self._send(frames, deadline)
+            answer = self._wait_accepted(ticket, frames, deadline)
         except BrokerUnavailableError:
             self.release(ticket)
             raise
-
-        answer = ticket.accepted.wait(max(0.0, deadline - time.monotonic()))
         if answer is None:
             self.release(ticket)
             raise BrokerUnavailableError("broker did not accept the task in time")
@@ -109,6 +134,28 @@ class Dispatcher:
             self.release(ticket)
             raise QueueFullError(f"broker refused the task: {answer.header.detail}")
         return ticket
+
+    def _wait_accepted(
+        self, ticket: Ticket, frames: list[bytes], deadline: float
+    ) -> Message | None:
+        """The broker's answer to a submit, or None at the deadline.
+
+        With a standby broker listed, a submit sent to the active broker just as
+        it died is lost with its connection; it is sent again each
+        RESEND_AFTER_S, and so reaches the broker that took over. The broker
+        takes a task id it holds already as the same task.
+        """
+        while True:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                return None
+            if len(self._addresses) == 1:
+                answer: Message | None = ticket.accepted.wait(remaining_s)
+                return answer
+            answer = ticket.accepted.wait(min(remaining_s, RESEND_AFTER_S))
+            if answer is not None or time.monotonic() >= deadline:
+                return answer
+            self._send(frames, deadline)
 
     def _send(self, frames: list[bytes], deadline: float) -> None:
         """Send without ever blocking on the socket; retry while not yet connected.
@@ -175,7 +222,18 @@ class Dispatcher:
     def close(self) -> None:
         """Stop the reader and close the socket."""
         self._reader.kill(block=False)
+        if self._refusal_watch is not None and self._refusals is not None:
+            self._refusal_watch.kill(block=False)
+            self._refusals.close(linger=0)
         self._socket.close(linger=0)
+
+    def _report_refusal(self, monitor: zmq.Socket[Any]) -> None:
+        """Log once if a broker refuses our CURVE handshake (it is not retried)."""
+        try:
+            event = recv_monitor_message(monitor)
+            log_refusal(event["endpoint"], event["event"], "web process")
+        except zmq.ZMQError:
+            return  # closed with the dispatcher
 
     def _read_forever(self) -> None:
         while True:

@@ -9,6 +9,7 @@ that finds clients made by its parent (``--preload``) builds fresh ones.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 from app.catalog import TaskCatalog
@@ -16,7 +17,8 @@ from app.dispatch import Dispatcher
 from app.records import RecordWriter
 from app.watch import CompletionWatcher
 from conf.settings import Settings
-from worker.store import TaskStore, connect
+from worker.curve import CurveConfigError, client_keys
+from worker.store import TaskStore, connect_redis
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,11 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        try:
+            # Read at start, so that a wrong key file stops the process at once.
+            self._curve_keys = client_keys(settings)
+        except CurveConfigError as exc:
+            sys.exit(f"taskgate: {exc}")
         self._clients: Clients | None = None
         self._pid = 0
 
@@ -47,8 +54,8 @@ class Services:
 
     def _build(self) -> Clients:
         settings = self._settings
-        client = connect(
-            settings.redis_url, settings.redis_pool_size, settings.redis_timeout_s
+        client = connect_redis(
+            settings, settings.redis_pool_size, settings.redis_timeout_s
         )
         store = TaskStore(client, settings.result_ttl_s)
         return Clients(
@@ -57,6 +64,10 @@ class Services:
             catalog=TaskCatalog(
                 store, settings.catalog_refresh_s, settings.task_type_ttl_s
             ),
-            dispatcher=Dispatcher(settings.broker_frontend, settings.broker_timeout_s),
+            dispatcher=Dispatcher(
+                settings.broker_frontends,
+                settings.broker_timeout_s,
+                curve_keys=self._curve_keys,
+            ),
             watcher=CompletionWatcher(client),
         )

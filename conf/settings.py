@@ -18,7 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(gt=0)]
-ZMQ_ADDRESS = r"^(tcp|ipc|inproc)://\S+$"
+ZMQ_ADDRESS = r"^(tcp|ipc|inproc)://[^\s,]+$"
+# One or more addresses, comma-separated: clients connect to every broker listed.
+ZMQ_ADDRESS_LIST = (
+    r"^\s*(tcp|ipc|inproc)://[^\s,]+(\s*,\s*(tcp|ipc|inproc)://[^\s,]+)*\s*$"
+)
 MODULE_LIST = r"^\s*[A-Za-z_][\w.]*(\s*,\s*[A-Za-z_][\w.]*)*\s*,?\s*$"
 
 
@@ -42,11 +46,42 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "redis_url"),
     )
 
+    # Redis Sentinel: when set (``host:port`` list, comma-separated), clients ask
+    # these sentinels for the master of redis_sentinel_master on each new
+    # connection, and REDIS_URL gives only the scheme, password, database and
+    # TLS options. Sentinels may have a password of their own.
+    redis_sentinels: str = Field(
+        "", pattern=r"^$|^\s*[^\s,:]+:\d+(\s*,\s*[^\s,:]+:\d+)*\s*$"
+    )
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: str = ""
+
     # Where the broker listens; web processes and workers connect to the same
     # addresses. A ``tcp://*:port`` bind needs a host name on the connecting side,
-    # so list the broker's reachable address here.
-    broker_frontend: str = Field("tcp://127.0.0.1:5555", pattern=ZMQ_ADDRESS)
-    broker_backend: str = Field("tcp://127.0.0.1:5556", pattern=ZMQ_ADDRESS)
+    # so list the broker's reachable address here. With a standby broker, list
+    # both brokers' addresses (comma-separated): clients connect to all, and only
+    # the active broker listens.
+    broker_frontend: str = Field("tcp://127.0.0.1:5555", pattern=ZMQ_ADDRESS_LIST)
+    broker_backend: str = Field("tcp://127.0.0.1:5556", pattern=ZMQ_ADDRESS_LIST)
+    # What this broker binds, when the lists above name more than one broker
+    # (for example ``tcp://*:5555``); empty: the one address above.
+    broker_bind_frontend: str = Field("", pattern=r"^$|" + ZMQ_ADDRESS)
+    broker_bind_backend: str = Field("", pattern=r"^$|" + ZMQ_ADDRESS)
+    # Standby brokers: how long the active broker's lease in Redis lasts. The
+    # active one renews it every third of that and closes its sockets when it
+    # could not renew for two thirds of it; a standby takes over once it expires.
+    broker_lease_s: PositiveFloat = 3.0
+
+    # CURVE encryption and authentication of every ZeroMQ link; off while
+    # curve_broker_key is empty. Files are ZeroMQ certificates as
+    # ``python -m worker.keys`` writes them. On the broker: its secret
+    # certificate (``broker.key_secret``) and the directory of the public
+    # certificates (``*.key``) of the web processes and workers it accepts. On
+    # web processes and workers: the broker's public certificate
+    # (``broker.key``) and their own secret certificate.
+    curve_broker_key: str = ""
+    curve_key: str = ""
+    curve_authorized_dir: str = ""
     # The interface gunicorn listens on. Procfile platforms route to 0.0.0.0;
     # bin/run sets 127.0.0.1 so a laptop does not offer its API to the network.
     host: str = "0.0.0.0"
@@ -157,6 +192,16 @@ class Settings(BaseSettings):
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
 
     @property
+    def broker_frontends(self) -> list[str]:
+        """Every broker frontend a web process connects to."""
+        return _split(self.broker_frontend)
+
+    @property
+    def broker_backends(self) -> list[str]:
+        """Every broker backend a worker pool connects to."""
+        return _split(self.broker_backend)
+
+    @property
     def worker_liveness_s(self) -> float:
         """Silence after which a worker counts as dead."""
         return self.heartbeat_interval_s * self.heartbeat_liveness
@@ -182,6 +227,10 @@ def load() -> Settings:
             "taskgate: invalid setting TASKGATE_WAIT_DEFAULT_S: exceeds TASKGATE_WAIT_MAX_S"
         )
     return settings
+
+
+def _split(addresses: str) -> list[str]:
+    return [address.strip() for address in addresses.split(",") if address.strip()]
 
 
 def _variable_name(field: str) -> str:

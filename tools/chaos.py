@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -233,36 +234,52 @@ class Chaos:
         return records
 
     def report(self, records: dict[str, dict[bytes, bytes] | None]) -> bool:
-        runs = (
-            collections.Counter(self.journal.read_text().split())
-            if self.journal.exists()
-            else collections.Counter()
-        )
-        statuses: collections.Counter[str] = collections.Counter()
-        causes: collections.Counter[str] = collections.Counter()
-        ran_twice = 0
-        for task_id, token in self.accepted.items():
-            fields = records.get(task_id)
-            if fields is None:
-                statuses["lost"] += 1
-                continue
-            status = fields[b"status"].decode()
-            statuses[status if status in FINAL else "stuck"] += 1
-            if status == "failed":
-                causes[fields.get(b"error", b"?").decode()] += 1
-            if runs[token] > 1:
-                ran_twice += 1
-
+        line, ok, causes = tally(self.accepted, records, read_runs(self.journal))
         print(f"kills: {dict(self.kills)}; refused after retries: {self.refused}")
         for cause, count in causes.most_common():
             print(f"failed x{count}: {cause}")
-        print(
-            f"submitted {len(self.accepted)}, succeeded {statuses['succeeded']}, "
-            f"failed {statuses['failed']}, cancelled {statuses['cancelled']}, "
-            f"stuck {statuses['stuck']}, lost {statuses['lost']}, ran-twice {ran_twice}",
-            flush=True,
-        )
-        return statuses["stuck"] == 0 and statuses["lost"] == 0
+        print(line, flush=True)
+        return ok
+
+
+def read_runs(journal: Path) -> collections.Counter[str]:
+    """How often each token's task code ran, from the journal the tasks append to."""
+    if not journal.exists():
+        return collections.Counter()
+    return collections.Counter(journal.read_text().split())
+
+
+def tally(
+    accepted: dict[str, str],
+    records: Mapping[str, dict[bytes, bytes] | None],
+    runs: collections.Counter[str],
+) -> tuple[str, bool, collections.Counter[str]]:
+    """The summary line, whether nothing is stuck or lost, and the failure causes.
+
+    ``accepted`` maps task id to token, ``records`` task id to its final Redis
+    record (None if gone).
+    """
+    statuses: collections.Counter[str] = collections.Counter()
+    causes: collections.Counter[str] = collections.Counter()
+    ran_twice = 0
+    for task_id, token in accepted.items():
+        fields = records.get(task_id)
+        if fields is None:
+            statuses["lost"] += 1
+            continue
+        status = fields[b"status"].decode()
+        statuses[status if status in FINAL else "stuck"] += 1
+        if status == "failed":
+            causes[fields.get(b"error", b"?").decode()] += 1
+        if runs[token] > 1:
+            ran_twice += 1
+
+    line = (
+        f"submitted {len(accepted)}, succeeded {statuses['succeeded']}, "
+        f"failed {statuses['failed']}, cancelled {statuses['cancelled']}, "
+        f"stuck {statuses['stuck']}, lost {statuses['lost']}, ran-twice {ran_twice}"
+    )
+    return line, statuses["stuck"] == 0 and statuses["lost"] == 0, causes
 
 
 def main() -> int:

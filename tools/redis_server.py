@@ -44,14 +44,16 @@ def free_port() -> int:
         return port
 
 
-def command(port: int, data_dir: Path, durable: bool) -> list[str]:
-    """The redis-server command line: loopback only, AOF when ``durable``."""
+def command(
+    port: int, data_dir: Path, durable: bool, bind: str = "127.0.0.1"
+) -> list[str]:
+    """The redis-server command line: loopback only by default, AOF when ``durable``."""
     args = [
         find_binary(),
         "--port",
         str(port),
         "--bind",
-        "127.0.0.1",
+        bind,
         "--dir",
         str(data_dir),
         "--save",

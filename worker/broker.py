@@ -27,12 +27,14 @@ import orjson
 import zmq
 
 from conf.settings import Settings
-from worker import protocol
+from worker import curve, protocol
 from worker.broker_metrics import BrokerCounts
+from worker.curve import CurveConfigError
 from worker.errors import ProtocolError
+from worker.gatekeeper import Gatekeeper
 from worker.protocol import Command, Header, Message
 from worker.recovery import Recovery
-from worker.store import TaskStatus, TaskStore, connect
+from worker.store import TaskStatus, TaskStore, connect_redis
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +106,33 @@ class Broker:
         self._stopping = False
         self._next_expiry_check = 0.0
         self.counts = BrokerCounts()
-        self.frontend = self._bind(settings.broker_frontend)
-        self.backend = self._bind(settings.broker_backend)
+        self.frontend_address = bind_address(
+            settings.broker_bind_frontend, settings.broker_frontends
+        )
+        self.backend_address = bind_address(
+            settings.broker_bind_backend, settings.broker_backends
+        )
+        self._curve = curve.server_keys(settings)
+        self._gatekeeper: Gatekeeper | None = None
+        if self._curve is not None:
+            # Answers ZAP before the sockets bind: a CURVE handshake that no
+            # handler answers would be refused (ZAP_ENFORCE_DOMAIN).
+            self._gatekeeper = Gatekeeper(self._context, self._curve)
+            self._gatekeeper.start()
+        try:
+            self.frontend = self._bind(self.frontend_address)
+            self.backend = self._bind(self.backend_address)
+        except zmq.ZMQError:
+            if self._gatekeeper is not None:
+                self._gatekeeper.stop()
+            raise
+        if self._gatekeeper is not None:
+            self._gatekeeper.watch(
+                {
+                    self.frontend_address: self.frontend,
+                    self.backend_address: self.backend,
+                }
+            )
         self._poller = zmq.Poller()
         self._poller.register(self.backend, zmq.POLLIN)
         self._poller.register(self.frontend, zmq.POLLIN)
@@ -119,7 +146,12 @@ class Broker:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.bind(address)
+        curve.secure_server(sock, self._curve)
+        try:
+            sock.bind(address)
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
         return sock
 
     @property
@@ -159,22 +191,32 @@ class Broker:
         """True if ``owner`` (a pool identity) is a worker the broker hears from."""
         return owner.encode() in self._workers
 
-    def run(self) -> None:
-        """Route until SIGTERM or SIGINT."""
+    @property
+    def stopping(self) -> bool:
+        """True once SIGTERM or SIGINT asked the broker to stop."""
+        return self._stopping
+
+    def run(self, keep_running: Callable[[], bool] | None = None) -> None:
+        """Route until SIGTERM or SIGINT, or until ``keep_running`` says no."""
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         logger.info(
-            "broker started frontend=%s backend=%s",
-            self._settings.broker_frontend,
-            self._settings.broker_backend,
+            "broker started frontend=%s backend=%s curve=%s",
+            self.frontend_address,
+            self.backend_address,
+            "on" if self._curve else "off",
         )
         while not self._stopping:
+            if keep_running is not None and not keep_running():
+                break
             self.poll_once(timeout_ms=100)
         self.close()
         logger.info("broker stopped waiting=%d", self.waiting)
 
     def close(self) -> None:
         """Close both sockets at once; queued tasks stay `queued` in Redis."""
+        if self._gatekeeper is not None:
+            self._gatekeeper.stop()
         self.frontend.close(linger=0)
         self.backend.close(linger=0)
 
@@ -489,6 +531,18 @@ class Broker:
                 idle.pop(worker.identity, None)
 
 
+def bind_address(bind: str, listed: list[str]) -> str:
+    """The address this broker binds: the explicit one, or the only one listed."""
+    if bind:
+        return bind
+    if len(listed) != 1:
+        raise ValueError(
+            "several broker addresses are listed: set TASKGATE_BROKER_BIND_FRONTEND "
+            "and TASKGATE_BROKER_BIND_BACKEND to this broker's own"
+        )
+    return listed[0]
+
+
 def main() -> None:
     """``python -m worker.broker``: run the broker with the environment's settings."""
     from conf.logging import configure_logging
@@ -500,11 +554,24 @@ def main() -> None:
     # Recovery's Redis calls run in the routing loop: a short timeout bounds how
     # long an unreachable Redis can hold routing up (once per recovery interval).
     timeout_s = min(settings.redis_timeout_s, BROKER_REDIS_TIMEOUT_S)
-    client = connect(settings.redis_url, pool_size=4, timeout_s=timeout_s)
+    standby = len(settings.broker_frontends) > 1
+    if standby:
+        # The lease is renewed in the same loop: a call must fail well within
+        # the lease's last third (see worker.lease).
+        timeout_s = min(timeout_s, settings.broker_lease_s / 10)
+    client = connect_redis(settings, pool_size=4, timeout_s=timeout_s)
+    store = TaskStore(client, settings.result_ttl_s)
+    if standby:
+        # Several brokers listed: this one is active only while it holds the lease.
+        from worker.standby import run_standby
+
+        sys.exit(run_standby(settings, store))
     try:
-        broker = Broker(settings, TaskStore(client, settings.result_ttl_s))
+        broker = Broker(settings, store)
     except zmq.ZMQError as exc:
         sys.exit(f"taskgate: the broker cannot listen: {exc}")
+    except (CurveConfigError, ValueError) as exc:
+        sys.exit(f"taskgate: {exc}")
     if settings.broker_metrics_port:
         try:
             serve_broker_metrics(broker, settings.host, settings.broker_metrics_port)

@@ -33,8 +33,9 @@ import orjson
 import zmq
 
 from conf.settings import Settings
-from worker import protocol, registry
+from worker import curve, protocol, registry
 from worker.children import Assignment, Ending, Runner, Slot, spawn_runner, stop_runners
+from worker.curve import reconnect_max_ms
 from worker.errors import ProtocolError, StoreUnavailableError
 from worker.pool_metrics import PoolCounts, PoolGauges, serve_pool_metrics
 from worker.protocol import Command, Header, Message
@@ -42,7 +43,7 @@ from worker.store import (
     Outcome,
     TaskStatus,
     TaskStore,
-    connect,
+    connect_redis,
     error_json,
     record_json,
 )
@@ -195,8 +196,18 @@ class WorkerPool:
         # learns about us from the next heartbeat. ZeroMQ reconnects by itself,
         # backing off up to RECONNECT_IVL_MAX.
         sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        sock.connect(self._settings.broker_backend)
+        sock.setsockopt(
+            zmq.RECONNECT_IVL_MAX,
+            reconnect_max_ms(len(self._settings.broker_backends)),
+        )
+        keys = curve.client_keys(self._settings)
+        curve.secure_client(sock, keys)
+        if keys is not None:
+            curve.report_refusal(sock, "worker pool")
+        # With a standby broker both are listed; only the active one listens, and
+        # IMMEDIATE sends only over completed connections, so only to it.
+        for address in self._settings.broker_backends:
+            sock.connect(address)
         return sock
 
     def _send(self, message: Message) -> None:
@@ -623,13 +634,15 @@ def main() -> None:
     # The pool's Redis calls run in the loop that sends heartbeats: a timeout well
     # under the broker's liveness keeps an unreachable Redis from silencing them.
     timeout_s = min(settings.redis_timeout_s, settings.worker_liveness_s / 4)
-    client = connect(settings.redis_url, pool_size=4, timeout_s=timeout_s)
+    client = connect_redis(settings, pool_size=4, timeout_s=timeout_s)
     try:
         pool = WorkerPool(settings, TaskStore(client, settings.result_ttl_s))
     except ImportError as exc:
         sys.exit(
             f"taskgate: cannot import the task modules {settings.task_modules!r}: {exc}"
         )
+    except curve.CurveConfigError as exc:
+        sys.exit(f"taskgate: {exc}")
     if settings.worker_metrics_port:
         try:
             serve_pool_metrics(

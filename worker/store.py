@@ -26,8 +26,11 @@ from typing import Any, cast
 import orjson
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from conf.settings import Settings
 from worker import scripts
 from worker.errors import StoreUnavailableError
 
@@ -93,20 +96,77 @@ def worker_key(identity: str) -> str:
     return PREFIX + "worker:" + identity
 
 
-def connect(url: str, pool_size: int, timeout_s: float) -> redis.Redis:
-    """One client per process; requests wait for a free connection, never fail."""
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=pool_size,
-        timeout=timeout_s,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        health_check_interval=30,
+class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """Sentinel's pool (asks the sentinels where the master is) that waits when full."""
+
+
+def connect(
+    url: str,
+    pool_size: int,
+    timeout_s: float,
+    sentinels: str = "",
+    sentinel_master: str = "",
+    sentinel_password: str = "",
+) -> redis.Redis:
+    """One client per process; requests wait for a free connection, never fail.
+
+    ``url`` may carry a password (``redis://:secret@host/0``) and TLS
+    (``rediss://``, with ``?ssl_ca_certs=/path/ca.pem`` and the other ``ssl_*``
+    options redis-py reads from a URL). With ``sentinels`` (``host:port`` list),
+    the master of ``sentinel_master`` is looked up through them on every new
+    connection, so a Redis failover needs no restart; the URL then gives
+    everything but the host and port.
+    """
+    options: dict[str, Any] = {
+        "max_connections": pool_size,
+        "timeout": timeout_s,
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "health_check_interval": 30,
         # No retry: a call fails within ``timeout_s``. Connections dropped while
         # idle are caught by the health check before use instead.
-        retry=Retry(NoBackoff(), 0),
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if not sentinels:
+        pool = redis.BlockingConnectionPool.from_url(url, **options)
+        return redis.Redis(connection_pool=pool)
+
+    from_url = parse_url(url)  # type: ignore[no-untyped-call]
+    for ignored in ("host", "port", "connection_class"):
+        from_url.pop(ignored, None)
+    manager = Sentinel(  # type: ignore[no-untyped-call]
+        [_host_port(each) for each in sentinels.split(",") if each.strip()],
+        sentinel_kwargs={
+            "password": sentinel_password or None,
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+        },
     )
-    return redis.Redis(connection_pool=pool)
+    client: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call]
+        sentinel_master,
+        connection_pool_class=_BlockingSentinelPool,
+        ssl=url.startswith("rediss://"),
+        **from_url,
+        **options,
+    )
+    return client
+
+
+def connect_redis(settings: Settings, pool_size: int, timeout_s: float) -> redis.Redis:
+    """:func:`connect` with the process's Redis settings (URL, Sentinel)."""
+    return connect(
+        settings.redis_url,
+        pool_size,
+        timeout_s,
+        sentinels=settings.redis_sentinels,
+        sentinel_master=settings.redis_sentinel_master,
+        sentinel_password=settings.redis_sentinel_password,
+    )
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.strip().rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,6 +129,30 @@ def test_pool_and_broker_count_tasks_outcomes_run_times_and_queues(
     )
 
 
+def test_a_cancelled_task_counts_as_discarded_not_failed(
+    make_stack, redis_server_instance
+):
+    pool_port = free_port()
+    stack = make_stack(
+        redis_server_instance.url(8),
+        TASKGATE_HOST="127.0.0.1",
+        TASKGATE_WORKER_PROCESSES="1",
+        TASKGATE_WORKER_METRICS_PORT=str(pool_port),
+    ).start_all()
+    task = post(stack, "sleep", {"seconds": 30}, wait="0").json()
+    wait_for(
+        lambda: stack.store.get(task["id"])[b"status"] == b"running",
+        what="the sleep task to run",
+    )
+
+    cancelled = requests.delete(stack.url(f"/v1/tasks/{task['id']}"), timeout=10)
+
+    assert cancelled.status_code == 200
+    finished = "taskgate_pool_tasks_finished_total"
+    wait_value(pool_port, finished, 1, name="sleep", status="discarded")
+    assert sample(scrape(pool_port), finished, name="sleep", status="failed") == 0
+
+
 def test_broker_counts_missed_heartbeats_and_retries_of_a_killed_pool(
     make_stack, redis_server_instance
 ):

@@ -561,6 +561,12 @@ def main() -> None:
         timeout_s = min(timeout_s, settings.broker_lease_s / 10)
     client = connect_redis(settings, pool_size=4, timeout_s=timeout_s)
     store = TaskStore(client, settings.result_ttl_s)
+    try:
+        # Checked now, not at the first takeover: a standby with unusable keys
+        # would otherwise stand by happily and die at the moment it is needed.
+        curve.server_keys(settings)
+    except CurveConfigError as exc:
+        sys.exit(f"taskgate: {exc}")
     if standby:
         # Several brokers listed: this one is active only while it holds the lease.
         from worker.standby import run_standby

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,12 @@ class ServerKeys:
 def client_keys(settings: Settings) -> ClientKeys | None:
     """The client's keys, or None when CURVE is off; CurveConfigError if unusable."""
     if not settings.curve_broker_key:
+        if settings.curve_key:
+            # Alone, a client key would leave the link in plain text unnoticed.
+            raise CurveConfigError(
+                "TASKGATE_CURVE_KEY is set but TASKGATE_CURVE_BROKER_KEY is not: "
+                "set both for CURVE, or neither for plain text"
+            )
         return None
     server_public, _ = _load("TASKGATE_CURVE_BROKER_KEY", settings.curve_broker_key)
     if not settings.curve_key:
@@ -112,33 +119,44 @@ def secure_server(sock: zmq.Socket[Any], keys: ServerKeys | None) -> None:
     sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
 
 
-# Monitor events of a client socket whose handshake a broker refused.
-REFUSAL_EVENTS = (
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-)
+# Monitor events of a client socket whose handshake a broker refused: its key
+# (AUTH) or its mechanism, plain text against CURVE or the reverse (PROTOCOL).
+# Not HANDSHAKE_FAILED_NO_DETAIL: a broker killed mid-handshake causes that one.
+REFUSAL_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 
 
-def log_refusal(endpoint: bytes, event: int, who: str) -> None:
+def log_refusal(endpoint: bytes, event: int, who: str, curve_on: bool = True) -> None:
     """Say, at ERROR, that a broker refused this client's handshake, and what to do."""
+    if curve_on:
+        advice = (
+            "is its public key in the broker's TASKGATE_CURVE_AUTHORIZED_DIR, and "
+            "TASKGATE_CURVE_BROKER_KEY the broker's?"
+        )
+    else:
+        advice = (
+            "does the broker require CURVE? Then set TASKGATE_CURVE_BROKER_KEY and "
+            "TASKGATE_CURVE_KEY here."
+        )
     logger.error(
-        "the broker at %s refused this %s's CURVE handshake (%s): is its public key "
-        "in the broker's TASKGATE_CURVE_AUTHORIZED_DIR, and TASKGATE_CURVE_BROKER_KEY "
-        "the broker's? ZeroMQ does not retry: restart after fixing",
+        "the broker at %s refused this %s's %s handshake (%s): %s Restart after fixing",
         endpoint.decode(errors="replace"),
         who,
+        "CURVE" if curve_on else "plain-text",
         zmq.Event(event).name,
+        advice,
     )
 
 
-def report_refusal(sock: zmq.Socket[Any], who: str) -> threading.Thread:
-    """Log once when a broker refuses this client's CURVE handshake.
+def report_refusal(
+    sock: zmq.Socket[Any], who: str, on_refusal: Callable[[], None], curve_on: bool
+) -> threading.Thread:
+    """Log once, then call ``on_refusal``, when a broker refuses this client's handshake.
 
     ZeroMQ does not retry a refused handshake, so without this line a client
     whose key is not listed would just stay silent. A daemon thread reads the
     socket's monitor until the socket is closed; plain ``zmq`` sockets only (the
-    web process does the same in a greenlet, see app.dispatch).
+    web process does the same in a greenlet, see app.dispatch). ``on_refusal``
+    runs in that thread.
     """
     monitor = sock.get_monitor_socket(REFUSAL_EVENTS | zmq.EVENT_MONITOR_STOPPED)
 
@@ -151,7 +169,8 @@ def report_refusal(sock: zmq.Socket[Any], who: str) -> threading.Thread:
                     return
                 if not reported:
                     reported = True
-                    log_refusal(event["endpoint"], event["event"], who)
+                    log_refusal(event["endpoint"], event["event"], who, curve_on)
+                    on_refusal()
 
     thread = threading.Thread(target=watch, name="curve-refusals", daemon=True)
     thread.start()

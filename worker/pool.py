@@ -50,6 +50,9 @@ from worker.store import (
 
 logger = logging.getLogger(__name__)
 
+# Exit status of a pool whose handshake the broker refused (key or mechanism).
+EXIT_REFUSED = 3
+
 
 class WorkerPool:
     """Supervises runner children and speaks for them to the broker."""
@@ -80,6 +83,8 @@ class WorkerPool:
         self._unwritten: deque[tuple[Assignment, Outcome | None]] = deque()
         self._draining = False
         self._stopping = False
+        # Whether a broker refused our handshake: the pool then stops, exit 3.
+        self.refused = False
         # Attempts this pool finished (any outcome), for GET /v1/workers.
         self._tasks_done = 0
         self.counts = PoolCounts()
@@ -202,8 +207,9 @@ class WorkerPool:
         )
         keys = curve.client_keys(self._settings)
         curve.secure_client(sock, keys)
-        if keys is not None:
-            curve.report_refusal(sock, "worker pool")
+        # A refused pool would otherwise stay up, announcing in Redis task names
+        # that no broker will ever give it: it stops instead (see main).
+        curve.report_refusal(sock, "worker pool", self._stop_refused, keys is not None)
         # With a standby broker both are listed; only the active one listens, and
         # IMMEDIATE sends only over completed connections, so only to it.
         for address in self._settings.broker_backends:
@@ -415,10 +421,13 @@ class WorkerPool:
             return
         for (assignment, outcome), record in zip(finished, records, strict=True):
             self._tasks_done += 1
-            self.counts.finished[assignment.header.name, outcome.status.value] += 1
             if record is None:
+                # The record moved on (cancelled through the API, or given up for
+                # a newer attempt): this outcome was not written.
+                self.counts.finished[assignment.header.name, "discarded"] += 1
                 self._reply_current(assignment)
                 continue
+            self.counts.finished[assignment.header.name, outcome.status.value] += 1
             logger.debug(
                 "task finished task_id=%s status=%s",
                 assignment.header.task_id,
@@ -583,6 +592,11 @@ class WorkerPool:
         # Only record the request: the main loop does the work.
         self._stopping = True
 
+    def _stop_refused(self) -> None:
+        # Called from the monitor's thread: only record it, as a signal would.
+        self.refused = True
+        self._stopping = True
+
     def _shutdown(self) -> None:
         """Take no more tasks, let running ones finish within the grace, hand back the rest."""
         logger.info("worker pool stopping identity=%s", self._identity)
@@ -651,3 +665,6 @@ def main() -> None:
         except OSError as exc:
             sys.exit(f"taskgate: the worker pool cannot serve metrics: {exc}")
     pool.run()
+    if pool.refused:
+        logger.critical("worker pool stopped: the broker refused its handshake")
+        sys.exit(EXIT_REFUSED)

@@ -63,6 +63,17 @@ def main() -> int:
             redis_process = redis_server.start(
                 options.redis_port, ROOT / ".taskgate" / "redis", durable=True
             )
+        except redis_server.PortInUseError:
+            sys.exit(
+                f"taskgate: port {options.redis_port} is in use, so the embedded "
+                "Redis cannot start there; pass --redis-port PORT, or set REDIS_URL "
+                "to use a Redis that runs already"
+            )
+        except redis_server.DataDirInUseError as exc:
+            sys.exit(
+                f"taskgate: {exc}; a second stack in this clone must set REDIS_URL "
+                "(to that Redis or another one)"
+            )
         except RuntimeError as exc:
             sys.exit(
                 f"taskgate: cannot start the embedded Redis on port "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import requests
 
 from tests.conftest import stack_env
-from tests.helpers import ManagedProcess, python_args, wait_for
+from tests.helpers import ROOT, ManagedProcess, python_args, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -85,3 +86,28 @@ def test_a_stuck_honcho_on_ctrl_c_leaves_no_process_running(running_stack):
     os.kill(stack.pid, signal.SIGINT)
 
     _assert_all_stopped(stack, started)
+
+
+def test_a_bad_setting_stops_bin_run_in_one_line_before_anything_starts(
+    redis_server_instance,
+):
+    env = stack_env(redis_server_instance.url(6), PORT="abc")
+    run = subprocess.Popen(
+        python_args("-m", "tools.stack"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = run.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        run.terminate()  # it stops what it started
+        run.communicate(timeout=60)
+        raise
+
+    assert run.returncode == 1
+    assert stdout == ""
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("taskgate: invalid setting PORT: ")

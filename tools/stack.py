@@ -27,6 +27,7 @@ from types import FrameType
 
 import psutil
 
+from conf.settings import load
 from tools import redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,11 +50,13 @@ def main() -> int:
         help="port of the embedded Redis (used when REDIS_URL is unset)",
     )
     options = parser.parse_args()
+    # A bad setting stops here, in one line, before any process starts.
+    settings = load()
 
     env = dict(os.environ)
     # Procfile lines say `gunicorn` and `python`: make them this environment's.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    port = env.get("PORT", "8000")
+    port = str(settings.port)
     # Serve this machine only, unless told otherwise.
     env.setdefault("TASKGATE_HOST", "127.0.0.1")
 

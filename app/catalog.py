@@ -3,6 +3,12 @@
 Workers announce their task names and parameters to Redis with every heartbeat;
 the web process reads that table at most once per ``catalog_refresh_s`` and never
 imports task code.
+
+Only a table read from Redis may say "no worker serves this name". While Redis
+does not answer, the names of the last good read are still served until their
+announcements expire; a name that is missing or expired then gets the store's
+own 503 (StoreUnavailableError), never a 404: Redis down says nothing about which
+workers are up, and the task could not be recorded anyway.
 """
 
 from __future__ import annotations
@@ -31,13 +37,23 @@ class TaskCatalog:
         # Worker processes per task name, over the live pools.
         self._capacity: dict[str, int] = {}
         self._loaded_at: float | None = None
+        # Set while the latest refresh failed: the table may be stale.
+        self._refresh_failed: StoreUnavailableError | None = None
         self._reading: AsyncResult | None = None
 
     def spec(self, name: str) -> TaskSpec:
-        """The spec of a live task name; UnknownTaskError otherwise."""
+        """The spec of a live task name; UnknownTaskError otherwise.
+
+        StoreUnavailableError instead when the name is not live in a table whose
+        latest refresh failed: only Redis can say that nobody serves it.
+        """
         self._refresh_if_due()
         entry = self._specs.get(name)
         if entry is None or entry[1] < time.time() - self._ttl_s:
+            if self._refresh_failed is not None:
+                raise StoreUnavailableError(
+                    f"cannot tell who serves {name!r}: Redis unavailable"
+                ) from self._refresh_failed
             raise UnknownTaskError(f"no worker serves a task named {name!r}")
         return entry[0]
 
@@ -70,8 +86,10 @@ class TaskCatalog:
                     capacity[name] = capacity.get(name, 0) + slots
             self._capacity = capacity
             self._loaded_at = now
+            self._refresh_failed = None
         except StoreUnavailableError as exc:
             reading.set_exception(exc)
+            self._refresh_failed = exc
             if self._loaded_at is None:
                 raise
             logger.warning("task catalog not refreshed: Redis unavailable")

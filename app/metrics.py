@@ -100,4 +100,4 @@ def serve_metrics() -> Response:
         MultiProcessCollector(  # type: ignore[no-untyped-call]
             registry, path=settings.prometheus_multiproc_dir
         )
-    return Response(generate_latest(registry), 200, mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), 200, content_type=CONTENT_TYPE_LATEST)

@@ -213,8 +213,12 @@ def load() -> Settings:
         settings = Settings()
     except ValidationError as exc:
         error = exc.errors()[0]
-        name = _variable_name(str(error["loc"][0]) if error["loc"] else "?")
-        sys.exit(f"taskgate: invalid setting {name}: {error['msg']}")
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        message = error["msg"]
+        if error["type"] == "string_pattern_mismatch" and field in _EXPECTED:
+            # Say what is wanted rather than show the regular expression.
+            message = f"expected {_EXPECTED[field]}"
+        sys.exit(f"taskgate: invalid setting {_variable_name(field)}: {message}")
 
     if settings.idempotency_ttl_s > settings.result_ttl_s:
         # A key must not outlive the record it names.
@@ -227,6 +231,13 @@ def load() -> Settings:
             "taskgate: invalid setting TASKGATE_WAIT_DEFAULT_S: exceeds TASKGATE_WAIT_MAX_S"
         )
     return settings
+
+
+# Plain words for patterns a reader cannot be asked to decode.
+_EXPECTED = {
+    "api_keys": "keys of 16-256 visible ASCII characters each (no spaces or "
+    "commas), separated by commas",
+}
 
 
 def _split(addresses: str) -> list[str]:

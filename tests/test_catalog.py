@@ -3,7 +3,11 @@ import time
 import pytest
 
 from app.catalog import TaskCatalog
-from worker.errors import InvalidArgumentsError, UnknownTaskError
+from worker.errors import (
+    InvalidArgumentsError,
+    StoreUnavailableError,
+    UnknownTaskError,
+)
 from worker.store import TASK_TYPES_KEY
 
 
@@ -72,3 +76,45 @@ def test_catalog_never_judges_a_name_against_an_empty_table(store):
     lookups = [gevent.spawn(catalog.spec, "echo") for _ in range(5)]
     gevent.joinall(lookups, raise_error=True)
     assert len(reads) == 2
+
+
+def _redis_goes_down(store):
+    def unavailable():
+        raise StoreUnavailableError("Redis unavailable: connection refused")
+
+    store.read_task_types = unavailable
+    store.live_workers = unavailable
+
+
+def test_a_stale_catalog_says_redis_unavailable_not_unknown_task(store):
+    """After the TTL of an outage, 503 (store unavailable) rather than 404."""
+    store.announce_task_types({"echo": {}})
+    catalog = TaskCatalog(store, refresh_s=0.01, ttl_s=0.2)
+    assert catalog.spec("echo").required == ()
+
+    _redis_goes_down(store)
+    time.sleep(0.02)
+    assert catalog.spec("echo").required == ()  # last good read, still within TTL
+    with pytest.raises(StoreUnavailableError):
+        catalog.spec("never-announced")
+    time.sleep(0.25)
+    with pytest.raises(StoreUnavailableError):
+        catalog.spec("echo")
+
+
+def test_a_catalog_recovers_by_itself_when_redis_answers_again(store):
+    original = (store.read_task_types, store.live_workers)
+    store.announce_task_types({"echo": {}})
+    catalog = TaskCatalog(store, refresh_s=0.01, ttl_s=0.1)
+    catalog.spec("echo")
+    _redis_goes_down(store)
+    time.sleep(0.15)
+    with pytest.raises(StoreUnavailableError):
+        catalog.spec("echo")
+
+    store.read_task_types, store.live_workers = original
+    store.announce_task_types({"echo": {}})
+    time.sleep(0.02)
+    assert catalog.spec("echo").required == ()
+    with pytest.raises(UnknownTaskError):
+        catalog.spec("never-announced")

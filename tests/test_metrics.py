@@ -26,7 +26,10 @@ def sample(text, metric, /, **labels):
 def scrape(stack):
     response = requests.get(stack.url("/metrics"), timeout=10)
     assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/plain")
+    # prometheus-client's own type, charset once (Flask's mimetype= added another).
+    assert (
+        response.headers["Content-Type"] == "text/plain; version=1.0.0; charset=utf-8"
+    )
     return response.text
 
 

@@ -96,6 +96,20 @@ def test_pool_announces_its_tasks_and_capacity(pool):
     assert wait_for(lambda: "tests.record" in store.read_task_types())
 
 
+def test_a_broker_that_does_not_know_the_pool_gets_a_plainly_logged_announcement(
+    pool,
+):
+    process, broker, identity, _, _ = pool
+    disconnect = protocol.encode(Message(Header(Command.DISCONNECT)))
+
+    broker.socket.send_multipart([identity, *disconnect])
+
+    broker.receive(Command.READY)
+    log = wait_for(lambda: "announcing again" in process.log() and process.log())
+    assert "does not know us" not in log
+    assert "no record of this pool yet (normal when it started or restarted" in log
+
+
 def test_pool_runs_a_task_writes_redis_then_replies_with_the_record(pool):
     _, broker, identity, _, store = pool
     store.create("t1", "echo", b'{"a": 1}')

@@ -171,6 +171,43 @@ def test_redis_down_is_503_with_retry_after_then_all_recovers(make_stack, tmp_pa
         redis_process.wait(10)
 
 
+def test_a_redis_outage_longer_than_the_task_type_ttl_is_503_not_404(
+    make_stack, tmp_path
+):
+    """The web's catalog outlives its TTL during an outage: still 503, then 200."""
+    port = redis_server.free_port()
+    data_dir = tmp_path / "durable-redis"
+    redis_process = redis_server.start(port, data_dir, durable=True)
+    try:
+        stack = make_stack(
+            f"redis://127.0.0.1:{port}/0",
+            TASKGATE_TASK_TYPE_TTL_S="1",
+            TASKGATE_CATALOG_REFRESH_S="0.1",
+            **FAST_RECOVERY,
+        ).start_all()
+        assert submit(stack, "echo", {"a": 1}, wait="5").status_code == 200
+
+        redis_process.terminate()
+        redis_process.wait(10)
+        time.sleep(2)  # twice the TTL: every announcement the web saw has expired
+        for _ in range(3):
+            refused = submit(stack, "echo", {"a": 1}, wait="5")
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["Retry-After"] == "1"
+            assert refused.json()["type"] == "/problems/service-unavailable"
+
+        redis_process = redis_server.start(port, data_dir, durable=True)
+
+        def serving():
+            response = submit(stack, "echo", {"back": True}, wait="5")
+            return response.status_code == 200
+
+        wait_for(serving, timeout_s=20, interval_s=0.25, what="the API to recover")
+    finally:
+        redis_process.terminate()
+        redis_process.wait(10)
+
+
 def test_a_flood_is_refused_with_503_and_every_accepted_task_finishes(
     make_stack, redis_server_instance
 ):

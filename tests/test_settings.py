@@ -61,6 +61,23 @@ def test_a_bad_setting_stops_the_process_with_one_line_naming_it(variable, value
     assert lines[0].startswith(f"taskgate: invalid setting {variable}:")
 
 
+def test_bad_api_keys_are_explained_not_shown_as_a_pattern():
+    code = "from conf.settings import load; load()"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={"TASKGATE_API_KEYS": "short"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.stderr.strip() == (
+        "taskgate: invalid setting TASKGATE_API_KEYS: expected keys of 16-256 "
+        "visible ASCII characters each (no spaces or commas), separated by commas"
+    )
+
+
 def test_api_keys_are_a_comma_separated_list():
     settings = Settings(api_keys=" first-key-0123456789 ,second-key-0123456789,")
 

@@ -6,11 +6,16 @@ needs no system package and no root.
 
 ``python -m tools.redis_server --port 6379 --dir .taskgate/redis`` runs one in the
 foreground with an append-only file, as ``bin/run`` does.
+
+One data directory serves one server: each holds an exclusive lock on
+``<dir>/redis.lock`` for its whole life (the lock's file descriptor is passed to
+redis-server), so that a second server never writes the same append-only file.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shutil
 import socket
@@ -20,6 +25,16 @@ import time
 from pathlib import Path
 
 import redis
+
+LOCK_NAME = "redis.lock"
+
+
+class PortInUseError(RuntimeError):
+    """Something already listens on the port the new server was to use."""
+
+
+class DataDirInUseError(RuntimeError):
+    """Another server holds the data directory's lock."""
 
 
 def find_binary() -> str:
@@ -69,27 +84,64 @@ def command(
 def start(
     port: int, data_dir: Path, durable: bool = False, timeout_s: float = 10.0
 ) -> subprocess.Popen[bytes]:
-    """Start redis-server in the background and wait until it answers PING."""
+    """Start redis-server in the background and wait until it answers.
+
+    PortInUseError when the port is taken, DataDirInUseError when another server
+    uses ``data_dir``; only this server's own answer counts as started.
+    """
+    if _listening(port):
+        raise PortInUseError(f"port {port} is already in use")
     data_dir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        command(port, data_dir, durable),
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    lock = lock_data_dir(data_dir)
+    try:
+        process = subprocess.Popen(
+            command(port, data_dir, durable),
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+            pass_fds=(lock,),
+        )
+    finally:
+        os.close(lock)  # the server holds it now
     client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"redis-server exited with code {process.returncode}")
         try:
-            client.ping()
-            return process
+            answering = int(client.info("server")["process_id"])
         except redis.ConnectionError:
             time.sleep(0.05)
+            continue
+        if answering != process.pid:
+            # Another server took the port between our check and our start.
+            process.kill()
+            process.wait(10)
+            raise PortInUseError(f"port {port} is already in use")
+        return process
     process.kill()
     raise RuntimeError(
         f"redis-server did not answer on port {port} within {timeout_s}s"
     )
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """An open descriptor holding ``data_dir``'s exclusive lock; DataDirInUseError."""
+    path = data_dir / LOCK_NAME
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise DataDirInUseError(
+            f"{data_dir} is in use by another Redis server (lock {path})"
+        ) from None
+    return descriptor
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def main() -> None:
@@ -99,6 +151,11 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(".taskgate/redis"))
     options = parser.parse_args()
     options.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # Held by redis-server itself after exec: kept inheritable on purpose.
+        os.set_inheritable(lock_data_dir(options.dir), True)
+    except DataDirInUseError as exc:
+        sys.exit(f"taskgate: {exc}")
     binary_args = command(options.port, options.dir, durable=True)
     sys.stdout.flush()
     os.execv(binary_args[0], binary_args)

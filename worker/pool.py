@@ -307,7 +307,12 @@ class WorkerPool:
             elif command is Command.CANCEL:
                 self._cancel(message.header.task_id)
             elif command is Command.DISCONNECT:
-                logger.info("broker does not know us; announcing again")
+                # Expected at every start (the first announcement can go out
+                # before the connection is up) and after a broker restart.
+                logger.info(
+                    "broker has no record of this pool yet (normal when it "
+                    "started or restarted after us); announcing again"
+                )
                 self._announce()
             else:
                 logger.warning("unexpected command from broker: %s", command)

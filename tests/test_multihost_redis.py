@@ -213,7 +213,13 @@ def test_sentinel_failover_needs_no_reconnect_by_hand(servers, tmp_path):
             sentinel_master="main",
         )
         client.set("taskgate:before", "1")
-        assert client.wait(1, 2000) == 1  # the replica has it
+        # The replica has it. WAIT blocks for its own timeout, which must stay
+        # under the client's 1 s socket timeout; a loaded machine may need more.
+        wait_for(
+            lambda: client.wait(1, 500) == 1,
+            timeout_s=20,
+            what="the replica to acknowledge the write",
+        )
 
         master.send_signal(signal.SIGKILL)
         started = time.monotonic()

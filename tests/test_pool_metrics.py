@@ -198,8 +198,15 @@ def test_broker_counts_rejected_tasks_and_web_counts_its_503s(
         TASKGATE_QUEUE_LIMIT="1",
         TASKGATE_BROKER_METRICS_PORT=str(broker_port),
     ).start_all()
-    assert post(stack, "sleep", {"seconds": 5}, wait="0").status_code == 202
-    wait_value(broker_port, "taskgate_broker_idle_slots", 0, name="sleep")
+    running = post(stack, "sleep", {"seconds": 5}, wait="0")
+    assert running.status_code == 202
+    # Running, not only "no idle slot": before the pool's first announcement
+    # reaches the broker there is no slot at all, and the task would wait in the
+    # queue, leaving no room for the next one.
+    wait_for(
+        lambda: stack.store.get(running.json()["id"])[b"status"] == b"running",
+        what="the first sleep task to run",
+    )
     assert post(stack, "sleep", {"seconds": 0}, wait="0").status_code == 202  # queued
 
     refused = post(stack, "sleep", {"seconds": 0}, wait="0")

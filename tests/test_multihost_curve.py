@@ -174,6 +174,54 @@ def test_broker_refuses_unlisted_and_plain_peers_logging_each_once(
     assert len(refusals(caplog, "handshake failed")) == 1
 
 
+def plain_attempt(context, address, source):
+    """One plain-text (non-CURVE) connection from ``source``, then closed.
+
+    ZeroMQ gives up on a connection whose handshake the broker refused, so a
+    client "reconnecting" is a new socket, as a restarted process would make.
+    """
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address.replace("tcp://", f"tcp://{source}:0;"))
+    time.sleep(0.02)
+    sock.close(linger=0)
+
+
+def test_plain_peers_are_logged_once_per_ip_while_a_listed_client_is_served(
+    curve_broker, dealer, key_dir, context, caplog
+):
+    caplog.set_level(logging.WARNING)
+    address = curve_broker.frontend_address
+    listed = dealer(address, client_of(key_dir, "web"), b"web-1")
+    sources = ("127.0.0.2", "127.0.0.3")
+
+    def named(source):
+        return refusals(
+            caplog,
+            f"handshake failed (not CURVE, or the wrong broker key) address={source} ",
+        )
+
+    # A plain-text client is dropped within a millisecond, sometimes before the
+    # broker read its address (see worker.handshakes): reconnect until named,
+    # then five times more; the listed client is served all along.
+    attempts = dict.fromkeys(sources, 0)
+    for source in sources:
+        while not named(source) and attempts[source] < 40:
+            plain_attempt(context, address, source)
+            attempts[source] += 1
+            assert ping(listed, curve_broker)
+        for _ in range(5):
+            plain_attempt(context, address, source)
+            assert ping(listed, curve_broker)
+    time.sleep(0.3)
+
+    for source in sources:
+        lines = named(source)
+        assert len(lines) == 1, (source, attempts, caplog.text)
+        assert f"socket={address}" in lines[0].getMessage()
+    assert not refusals(caplog, "address=127.0.0.1 ")
+
+
 def test_a_key_listed_after_start_is_accepted_without_broker_restart(
     curve_broker, dealer, key_dir
 ):

@@ -8,13 +8,12 @@ up routing:
   when its public key is in a certificate (``*.key``) of the authorized
   directory. An unknown key makes it read the directory again (at most once a
   second), so a host added later needs no broker restart.
-- a watcher of the sockets' monitor events, which notices peers whose handshake
-  failed for another reason, such as a plain-text (non-CURVE) client.
+- a watcher of the sockets' monitor events (:mod:`worker.handshakes`), which
+  notices peers whose handshake failed for another reason, such as a plain-text
+  (non-CURVE) client.
 
 Each refused peer is logged once at WARNING: per address and key for a refused
-key. Known limit: ZeroMQ's monitor events do not tell which address a failed
-plain-text handshake came from, so those are logged once per broker socket, and
-then as a count at most once a minute.
+key, per IP address for a failed handshake.
 """
 
 from __future__ import annotations
@@ -27,20 +26,16 @@ from typing import Any
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils.monitor import recv_monitor_message
 
 from worker.curve import ZAP_DOMAIN, ServerKeys
+from worker.handshakes import HandshakeWatcher
 
 logger = logging.getLogger(__name__)
 
 RELOAD_MIN_INTERVAL_S = 1.0
-REFUSAL_SUMMARY_INTERVAL_S = 60.0
 # Refused (address, key) pairs remembered so each is logged once; a bound, so a
 # flood of made-up keys cannot grow the broker's memory.
 MAX_REMEMBERED_REFUSALS = 10_000
-HANDSHAKE_FAILURES = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-)
 
 
 class _KeyList:
@@ -108,9 +103,7 @@ class Gatekeeper:
         self._key_list = _KeyList(keys)
         self._auth = _Authenticator(context, log=logging.getLogger("zmq.auth"))
         self._auth.key_list = self._key_list
-        self._monitors: dict[zmq.Socket[Any], str] = {}
-        self._stopping = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._watcher: HandshakeWatcher | None = None
 
     def start(self) -> None:
         """Answer ZAP requests; must run before the sockets bind."""
@@ -118,50 +111,12 @@ class Gatekeeper:
         self._auth.configure_curve_callback(ZAP_DOMAIN.decode(), self._key_list)
 
     def watch(self, sockets: dict[str, zmq.Socket[Any]]) -> None:
-        """Log the failed handshakes of these sockets, keyed by their address."""
-        for address, sock in sockets.items():
-            self._monitors[sock.get_monitor_socket(HANDSHAKE_FAILURES)] = address
-        self._watcher = threading.Thread(
-            target=self._watch_forever, name="gatekeeper", daemon=True
-        )
+        """Log the peers that fail a handshake on these sockets (keyed by address)."""
+        self._watcher = HandshakeWatcher(sockets)
         self._watcher.start()
 
     def stop(self) -> None:
         """Stop both threads; call before closing the watched sockets."""
-        self._stopping.set()
         if self._watcher is not None:
-            self._watcher.join(5)
+            self._watcher.stop()
         self._auth.stop()
-
-    def _watch_forever(self) -> None:
-        poller = zmq.Poller()
-        for monitor in list(self._monitors):
-            poller.register(monitor, zmq.POLLIN)
-        refused = dict.fromkeys(self._monitors.values(), 0)
-        reported = dict.fromkeys(self._monitors.values(), 0)
-        next_summary = time.monotonic() + REFUSAL_SUMMARY_INTERVAL_S
-        while not self._stopping.is_set():
-            for monitor, _ in poller.poll(200):
-                event = recv_monitor_message(monitor)
-                address = self._monitors[monitor]
-                refused[address] += 1
-                if refused[address] == 1:
-                    reported[address] = 1
-                    logger.warning(
-                        "refused a peer whose handshake failed (not CURVE, or the "
-                        "wrong broker key) socket=%s event=%s",
-                        address,
-                        zmq.Event(event["event"]).name,
-                    )
-            if time.monotonic() >= next_summary:
-                next_summary = time.monotonic() + REFUSAL_SUMMARY_INTERVAL_S
-                for address, count in refused.items():
-                    if count > reported[address]:
-                        logger.warning(
-                            "refused %d failed handshakes so far socket=%s",
-                            count,
-                            address,
-                        )
-                    reported[address] = count
-        for monitor in self._monitors:
-            monitor.close(linger=0)

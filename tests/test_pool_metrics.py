@@ -246,6 +246,50 @@ def test_gevent_pool_counts_its_tasks_too(make_stack, redis_server_instance):
     assert 'mode="gevent"' in pool
 
 
+def test_standby_pair_serves_metrics_of_the_active_broker_and_zeros_meanwhile(
+    make_stack, redis_server_instance
+):
+    fronts = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
+    backs = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
+    ports = [free_port(), free_port()]
+    stack = make_stack(
+        redis_server_instance.url(9),
+        TASKGATE_HOST="127.0.0.1",
+        TASKGATE_BROKER_FRONTEND=",".join(fronts),
+        TASKGATE_BROKER_BACKEND=",".join(backs),
+        TASKGATE_BROKER_LEASE_S="1.5",
+    )
+
+    def start_broker(index):
+        stack.env.update(
+            TASKGATE_BROKER_BIND_FRONTEND=fronts[index],
+            TASKGATE_BROKER_BIND_BACKEND=backs[index],
+            TASKGATE_BROKER_METRICS_PORT=str(ports[index]),
+        )
+        return stack.start_broker()
+
+    first = start_broker(0)
+    wait_value(ports[0], "taskgate_broker_active", 1)
+    second = start_broker(1)
+    stack.start_pool()
+    wait_value(ports[0], "taskgate_broker_live_pools", 1)
+    wait_value(ports[0], "taskgate_broker_free_slots", 4)
+    standing_by = wait_for(
+        lambda: scrape(ports[1]), timeout_s=15, what="the standby's metrics"
+    )
+
+    assert sample(standing_by, "taskgate_broker_active") == 0
+    for gauge in ("live_pools", "free_slots", "waiting_tasks", "running_tasks"):
+        assert sample(standing_by, f"taskgate_broker_{gauge}") == 0, gauge
+    assert value(ports[0], "taskgate_broker_idle_slots", name="echo") == 4
+
+    assert first.stop() == 0  # SIGTERM: it gives the lease up
+    wait_value(ports[1], "taskgate_broker_active", 1)
+    wait_value(ports[1], "taskgate_broker_live_pools", 1)
+    wait_value(ports[1], "taskgate_broker_free_slots", 4)
+    assert second.alive()
+
+
 def test_run_time_histogram_is_cumulative_with_sum_and_count():
     counts = PoolCounts()
     for seconds in (0.002, 0.3, 0.3, 700.0):

@@ -567,22 +567,28 @@ def main() -> None:
         curve.server_keys(settings)
     except CurveConfigError as exc:
         sys.exit(f"taskgate: {exc}")
+    metrics = None
+    if settings.broker_metrics_port:
+        # Served before binding: a standby reports active=0 until it routes.
+        try:
+            metrics = serve_broker_metrics(
+                None, settings.host, settings.broker_metrics_port
+            )
+        except OSError as exc:
+            sys.exit(f"taskgate: the broker cannot serve metrics: {exc}")
     if standby:
         # Several brokers listed: this one is active only while it holds the lease.
         from worker.standby import run_standby
 
-        sys.exit(run_standby(settings, store))
+        sys.exit(run_standby(settings, store, metrics))
     try:
         broker = Broker(settings, store)
     except zmq.ZMQError as exc:
         sys.exit(f"taskgate: the broker cannot listen: {exc}")
     except (CurveConfigError, ValueError) as exc:
         sys.exit(f"taskgate: {exc}")
-    if settings.broker_metrics_port:
-        try:
-            serve_broker_metrics(broker, settings.host, settings.broker_metrics_port)
-        except OSError as exc:
-            sys.exit(f"taskgate: the broker cannot serve metrics: {exc}")
+    if metrics is not None:
+        metrics.broker = broker
     broker.run()
 
 

@@ -93,34 +93,51 @@ COUNTERS = (
 )
 
 
-class BrokerCollector(Collector):
-    """Gauges of one broker's queues and worker pools, and its counters."""
+# Gauges of the broker's state: name (after ``taskgate_broker_``) and help.
+GAUGES = (
+    ("waiting_tasks", "Tasks queued in the broker"),
+    ("waiting_bytes", "Payload bytes of the tasks queued in the broker"),
+    ("running_tasks", "Tasks handed to a worker pool and not yet replied"),
+    ("live_pools", "Worker pools the broker hears from"),
+    ("free_slots", "Idle task slots across live pools"),
+)
 
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
+
+class BrokerCollector(Collector):
+    """Gauges of one broker's queues and worker pools, and its counters.
+
+    With a standby broker the routing :class:`Broker` changes at each activation
+    and is None while standing by: ``broker`` is then set by the standby loop, and
+    a scrape reports zeros and ``taskgate_broker_active 0``.
+    """
+
+    def __init__(self, broker: Broker | None) -> None:
+        self.broker = broker
 
     def collect(self) -> Iterator[Metric]:
         """Yield the current gauges and counters."""
-        stats = self._broker.stats()
-        for name, documentation, value in (
-            ("waiting_tasks", "Tasks queued in the broker", stats.waiting_tasks),
-            (
-                "waiting_bytes",
-                "Payload bytes of the tasks queued in the broker",
+        broker = self.broker  # read once: the standby loop may swap it meanwhile
+        yield GaugeMetricFamily(
+            "taskgate_broker_active",
+            "1 while this broker routes (holds the lease with a standby), else 0",
+            1 if broker is not None else 0,
+        )
+        sizes = (0, 0, 0, 0, 0)
+        if broker is not None:
+            stats = broker.stats()
+            sizes = (
+                stats.waiting_tasks,
                 stats.waiting_bytes,
-            ),
-            (
-                "running_tasks",
-                "Tasks handed to a worker pool and not yet replied",
                 stats.running_tasks,
-            ),
-            ("live_pools", "Worker pools the broker hears from", stats.live_pools),
-            ("free_slots", "Idle task slots across live pools", stats.free_slots),
-        ):
+                stats.live_pools,
+                stats.free_slots,
+            )
+        for (name, documentation), value in zip(GAUGES, sizes, strict=True):
             yield GaugeMetricFamily(f"taskgate_broker_{name}", documentation, value)
 
-        yield from self._per_name()
-        counts = self._broker.counts
+        yield from self._per_name(broker)
+        # A fresh broker at each activation counts from zero (a counter reset).
+        counts = broker.counts if broker is not None else BrokerCounts()
         for attribute, metric, labels, documentation in COUNTERS:
             family = CounterMetricFamily(metric, documentation, labels=labels)
             counter: Counter[tuple[str, ...]] = getattr(counts, attribute)
@@ -128,7 +145,7 @@ class BrokerCollector(Collector):
                 family.add_metric(list(values), total)
             yield family
 
-    def _per_name(self) -> Iterator[Metric]:
+    def _per_name(self, broker: Broker | None) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "taskgate_broker_queue_depth",
             "Tasks waiting in the broker, by task name",
@@ -145,16 +162,21 @@ class BrokerCollector(Collector):
             "several names counts its slots for each)",
             labels=["name"],
         )
-        for name, row in sorted(self._broker.stats_by_name().items()):
+        by_name = broker.stats_by_name() if broker is not None else {}
+        for name, row in sorted(by_name.items()):
             depth.add_metric([name], row.waiting)
             idle_pools.add_metric([name], row.idle_pools)
             idle_slots.add_metric([name], row.idle_slots)
         yield from (depth, idle_pools, idle_slots)
 
 
-def serve_broker_metrics(broker: Broker, host: str, port: int) -> None:
+def serve_broker_metrics(
+    broker: Broker | None, host: str, port: int
+) -> BrokerCollector:
     """Serve ``/metrics`` of ``broker`` on ``host:port`` from a daemon thread."""
+    collector = BrokerCollector(broker)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BrokerCollector(broker))
+    registry.register(collector)
     start_http_server(port, addr=host, registry=registry)
     logger.info("broker metrics at http://%s:%d/metrics", host, port)
+    return collector

@@ -15,8 +15,11 @@ broker's state is rebuilt from what the pools announce and from Redis anyway
 queues the tasks the old one held). Each activation makes a fresh
 :class:`~worker.broker.Broker`.
 
-Known limits: the broker's metrics endpoint is not served in this mode. The
-lease is checked between routing turns; each Redis call in a turn times out
+The broker's metrics (:mod:`worker.broker_metrics`) follow the active
+:class:`~worker.broker.Broker`; while standing by they report zeros and
+``taskgate_broker_active 0``.
+
+Known limit: the lease is checked between routing turns; each Redis call in a turn times out
 after a tenth of a lease, but a turn that makes many failing calls (recovery
 giving back the tasks of several lost pools while Redis is unreachable) can run
 past the lease's last third, and for that long two brokers may listen.
@@ -37,6 +40,7 @@ import zmq
 
 from conf.settings import Settings
 from worker.broker import Broker
+from worker.broker_metrics import BrokerCollector
 from worker.curve import CurveConfigError
 from worker.errors import StoreUnavailableError
 from worker.lease import Lease
@@ -48,7 +52,9 @@ EXIT_OK = 0
 EXIT_CANNOT_LISTEN = 1
 
 
-def run_standby(settings: Settings, store: TaskStore) -> int:
+def run_standby(
+    settings: Settings, store: TaskStore, metrics: BrokerCollector | None = None
+) -> int:
     """Wait for the lease, route while it is held, repeat; until SIGTERM or SIGINT."""
     holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     lease = Lease(store.client, holder, settings.broker_lease_s)
@@ -75,7 +81,11 @@ def run_standby(settings: Settings, store: TaskStore) -> int:
             holder,
             time.monotonic() - started,
         )
+        if metrics is not None:
+            metrics.broker = broker
         broker.run(keep_running=lease.keep)
+        if metrics is not None:
+            metrics.broker = None
         if broker.stopping:
             _release(lease)
             break

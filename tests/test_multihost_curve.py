@@ -268,6 +268,23 @@ def test_fast_plain_zeromq_peers_are_never_logged_twice_nor_misnamed(
     assert lines, "no refusal logged"
 
 
+def test_a_closed_broker_drops_its_clients_connections(
+    curve_settings, store, context, dealer, key_dir
+):
+    broker = Broker(curve_settings, store, context)
+    listed = dealer(broker.frontend_address, client_of(key_dir, "web"), b"web-1")
+    monitor = listed.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    assert ping(listed, broker)
+
+    # A standby that steps down must not leave its clients' connections open
+    # (the monitor of refused peers must not hold the sockets' closing up).
+    broker.close()
+
+    assert monitor.poll(3000), "the client's connection is still open"
+    listed.disable_monitor()
+    monitor.close(linger=0)
+
+
 def test_a_key_listed_after_start_is_accepted_without_broker_restart(
     curve_broker, dealer, key_dir
 ):

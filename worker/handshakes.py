@@ -100,6 +100,7 @@ class HandshakeWatcher:
     """A thread reading the broker sockets' monitors, logging refused peers."""
 
     def __init__(self, sockets: dict[str, zmq.Socket[Any]]) -> None:
+        self._watched = list(sockets.values())
         self._sockets = {
             sock.get_monitor_socket(EVENTS): _Socket(name)
             for name, sock in sockets.items()
@@ -118,6 +119,11 @@ class HandshakeWatcher:
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join(5)
+        # Monitoring ends first: libzmq's send of a monitor event blocks once
+        # the reading end is closed, and closing the watched socket sends
+        # DISCONNECTED events; that would hang its connections open.
+        for sock in self._watched:
+            sock.disable_monitor()
         for monitor in self._sockets:
             monitor.close(linger=0)
 

@@ -87,3 +87,28 @@ class ManagedProcess:
 def python_args(*args: str) -> list[str]:
     """Run with this interpreter (the project's virtual environment)."""
     return [sys.executable, *args]
+
+
+def run_bin_run(
+    env: dict[str, str], *args: str
+) -> tuple[subprocess.Popen[str], str, str]:
+    """Run ``python -m tools.stack`` (bin/run) to its exit; its output as text.
+
+    For runs expected to stop by themselves (a bad setting, a taken port); one
+    that does not within a minute is stopped, and the test fails.
+    """
+    run = subprocess.Popen(
+        python_args("-m", "tools.stack", *args),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = run.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        run.terminate()  # it stops what it started
+        run.communicate(timeout=60)
+        raise
+    return run, stdout, stderr

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import redis
 
 from tests.conftest import stack_env
-from tests.helpers import ROOT, python_args
+from tests.helpers import run_bin_run
 from tools import redis_server
 
 pytestmark = pytest.mark.slow
@@ -52,20 +50,7 @@ def test_bin_run_says_in_one_line_that_the_redis_port_is_taken(first):
     env = stack_env("unused")
     del env["REDIS_URL"]
 
-    run = subprocess.Popen(
-        python_args("-m", "tools.stack", "--redis-port", str(port)),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        stdout, stderr = run.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        run.terminate()  # it stops what it started
-        run.communicate(timeout=60)
-        raise
+    run, stdout, stderr = run_bin_run(env, "--redis-port", str(port))
 
     assert run.returncode != 0
     assert "embedded Redis at" not in stdout

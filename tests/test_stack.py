@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import stack_env
-from tests.helpers import ROOT, ManagedProcess, python_args, wait_for
+from tests.helpers import ManagedProcess, python_args, run_bin_run, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -92,20 +91,7 @@ def test_a_bad_setting_stops_bin_run_in_one_line_before_anything_starts(
     redis_server_instance,
 ):
     env = stack_env(redis_server_instance.url(6), PORT="abc")
-    run = subprocess.Popen(
-        python_args("-m", "tools.stack"),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        stdout, stderr = run.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        run.terminate()  # it stops what it started
-        run.communicate(timeout=60)
-        raise
+    run, stdout, stderr = run_bin_run(env)
 
     assert run.returncode == 1
     assert stdout == ""

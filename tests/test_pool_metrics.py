@@ -139,18 +139,21 @@ def test_a_cancelled_task_counts_as_discarded_not_failed(
         TASKGATE_WORKER_PROCESSES="1",
         TASKGATE_WORKER_METRICS_PORT=str(pool_port),
     ).start_all()
-    task = post(stack, "sleep", {"seconds": 30}, wait="0").json()
+    task = post(stack, "countdown", {"steps": 60, "interval_s": 0.5}, wait="0").json()
+    # Progress proves the function itself runs: a cancel that reaches the child
+    # before that kills it instead, and no outcome comes back to be counted.
     wait_for(
-        lambda: stack.store.get(task["id"])[b"status"] == b"running",
-        what="the sleep task to run",
+        lambda: b"progress" in stack.store.get(task["id"]),
+        timeout_s=20,
+        what="the countdown task to report progress",
     )
 
     cancelled = requests.delete(stack.url(f"/v1/tasks/{task['id']}"), timeout=10)
 
     assert cancelled.status_code == 200
     finished = "taskgate_pool_tasks_finished_total"
-    wait_value(pool_port, finished, 1, name="sleep", status="discarded")
-    assert sample(scrape(pool_port), finished, name="sleep", status="failed") == 0
+    wait_value(pool_port, finished, 1, name="countdown", status="discarded")
+    assert sample(scrape(pool_port), finished, name="countdown", status="failed") == 0
 
 
 def test_broker_counts_missed_heartbeats_and_retries_of_a_killed_pool(

@@ -10,7 +10,6 @@ which cursors are valid: any cursor of that shape is a place in the index.
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -114,11 +113,9 @@ def list_task_types() -> Response:
     settings: Settings = current_app.config["TASKGATE_SETTINGS"]
     store = services.get().store
     workers = store.live_workers()
-    oldest = time.time() - settings.task_type_ttl_s
     types = []
-    for name, spec in sorted(store.read_task_types().items()):
-        if float(spec.get("seen_at", 0.0)) < oldest:
-            continue
+    live = store.read_live_task_types(settings.task_type_ttl_s)
+    for name, spec in sorted(live.items()):
         types.append(
             {
                 "name": name,

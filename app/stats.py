@@ -53,12 +53,7 @@ def get_stats() -> Response:
     now = time.time()
 
     workers = store.live_workers()
-    oldest = now - settings.task_type_ttl_s
-    names = {
-        name
-        for name, spec in store.read_task_types().items()
-        if float(spec.get("seen_at", 0.0)) >= oldest
-    }
+    names = set(store.read_live_task_types(settings.task_type_ttl_s))
     names.update(name for worker in workers for name in worker.get("tasks", ()))
     totals, queued_by_name, buckets = _read_counts(store, now)
 

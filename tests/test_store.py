@@ -331,3 +331,14 @@ def test_list_page_pages_through_equal_scores_without_loss(store, redis_client):
             break
     assert seen == [f"{number:032x}" for number in reversed(range(7))]
     assert redis_client.zscore(ALL_INDEX_KEY, "f" * 32) is None
+
+
+def test_live_task_types_leave_out_those_announced_too_long_ago(store, redis_client):
+    store.announce_task_types({"fresh": {"doc": "now"}})
+    stale = {"doc": "long ago", "seen_at": time.time() - 120}
+    redis_client.hset("taskgate:task-types", "stale", orjson.dumps(stale))
+
+    live = store.read_live_task_types(ttl_s=60)
+
+    assert set(live) == {"fresh"}
+    assert live["fresh"]["doc"] == "now"

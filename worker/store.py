@@ -634,6 +634,15 @@ class TaskStore:
             raw = cast(dict[bytes, bytes], self._client.hgetall(TASK_TYPES_KEY))
         return {name.decode(): orjson.loads(spec) for name, spec in raw.items()}
 
+    def read_live_task_types(self, ttl_s: float) -> dict[str, dict[str, Any]]:
+        """The task types some pool announced within the last ``ttl_s`` seconds."""
+        oldest = time.time() - ttl_s
+        return {
+            name: spec
+            for name, spec in self.read_task_types().items()
+            if float(spec.get("seen_at", 0.0)) >= oldest
+        }
+
 
 def record_json(fields: dict[bytes, bytes]) -> bytes:
     """The public JSON form of a raw record (the task resource of the HTTP API)."""

@@ -1,6 +1,7 @@
 import time
 
 import orjson
+import redis
 import pytest
 
 from tests.helpers import wait_for
@@ -11,6 +12,7 @@ from worker.store import (
     UNFINISHED_KEY,
     Created,
     Idempotency,
+    NewTask,
     Outcome,
     TaskStatus,
     TaskStore,
@@ -342,3 +344,31 @@ def test_live_task_types_leave_out_those_announced_too_long_ago(store, redis_cli
 
     assert set(live) == {"fresh"}
     assert live["fresh"]["doc"] == "now"
+
+
+def test_batched_scripts_load_themselves_again_after_a_script_flush(
+    store, redis_client
+):
+    # Batches send EVALSHA without asking SCRIPT EXISTS first: a Redis that
+    # lost its scripts (restart, SCRIPT FLUSH) must still run every call once.
+    store.create_many([NewTask("t1", "echo", b"{}"), NewTask("t2", "echo", b"{}")])
+    redis_client.script_flush()
+
+    records, started = store.finish_and_start([], [("t1", 1), ("t2", 1)], "w1")
+    assert records == []
+    assert started == [True, True]
+    assert store.get("t1")[b"attempts"] == b"1"  # ran once, not twice
+
+    redis_client.script_flush()
+    records, started = store.finish_and_start([("t1", 1, SUCCESS)], [("t2", 1)], "w1")
+    assert records[0][b"status"] == b"succeeded"
+    assert records[0][b"result"] == b'{"answer": 42}'
+    assert started == [False]  # t2 already runs as attempt 1
+    assert store.get("t2")[b"status"] == b"running"
+
+
+def test_a_script_error_in_a_batch_is_raised(store, redis_client):
+    redis_client.set(task_key("t1"), "not a hash")
+
+    with pytest.raises(redis.ResponseError):
+        store.start_many([("t1", 1)], "w1")

@@ -150,16 +150,14 @@ class WorkerPool:
         timeout_ms = max(0, math.ceil((wake_at - time.monotonic()) * 1000))
         ready = dict(self._get_poller().poll(timeout_ms))
         # Everything that arrived in this turn is written to Redis in one round
-        # trip per kind (finishes, then starts), not one per task.
+        # trip (finishes and starts together), not one per task.
         finished: list[tuple[Assignment, Outcome]] = []
         for each in list(self._runners):
             if each.conn.fileno() in ready:
                 self._drain_runner(each, finished)
-        if finished:
-            self._finish_many(finished)
         if self._socket in ready:
             self._drain_socket()
-        self._feed_backlog()
+        self._write_turn(finished, self._pairs_to_start())
         self._enforce_deadlines(time.monotonic())
 
         if time.monotonic() >= next_beat:
@@ -317,28 +315,51 @@ class WorkerPool:
             else:
                 logger.warning("unexpected command from broker: %s", command)
 
-    def _feed_backlog(self) -> None:
-        """Give waiting tasks to idle children, marking them all started at once."""
+    def _pairs_to_start(self) -> list[tuple[Slot, Assignment]]:
+        """Waiting tasks matched with idle children, oldest task first."""
         idle = [slot for slot in self._slots if slot.idle]
         pairs = []
         while self._backlog and idle:
             pairs.append((idle.pop(0), self._backlog.popleft()))
-        if pairs:
-            self._start_many(pairs)
+        return pairs
 
-    def _start_many(self, pairs: list[tuple[Slot, Assignment]]) -> None:
-        keys = [(a.header.task_id, a.header.attempt) for _, a in pairs]
-        try:
-            owned = self._store.start_many(keys, self._identity)
-        except StoreUnavailableError as exc:
-            # The tasks stay `queued` in Redis; handing them back lets the broker
-            # try again (and recovery finds them should the broker forget them).
-            logger.error("cannot start %d tasks: %s", len(pairs), exc)
-            self.counts.redis_errors["start",] += 1
-            for _, assignment in pairs:
-                self._return_unstarted(assignment)
+    def _write_turn(
+        self,
+        finished: list[tuple[Assignment, Outcome]],
+        pairs: list[tuple[Slot, Assignment]],
+    ) -> None:
+        """Write this turn's outcomes and starts in one round trip, then act on them."""
+        if not finished and not pairs:
             return
+        outcomes = [
+            (a.header.task_id, a.header.attempt, outcome) for a, outcome in finished
+        ]
+        starts = [(a.header.task_id, a.header.attempt) for _, a in pairs]
+        try:
+            records, owned = self._store.finish_and_start(
+                outcomes, starts, self._identity
+            )
+        except StoreUnavailableError as exc:
+            if finished:
+                self._finish_failed(finished, exc)
+            if pairs:
+                self._start_failed(pairs, exc)
+            return
+        self._finished(finished, records)
+        self._started(pairs, owned)
 
+    def _start_failed(
+        self, pairs: list[tuple[Slot, Assignment]], exc: StoreUnavailableError
+    ) -> None:
+        # The tasks stay `queued` in Redis; handing them back lets the broker
+        # try again (and recovery finds them should the broker forget them).
+        logger.error("cannot start %d tasks: %s", len(pairs), exc)
+        self.counts.redis_errors["start",] += 1
+        for _, assignment in pairs:
+            self._return_unstarted(assignment)
+
+    def _started(self, pairs: list[tuple[Slot, Assignment]], owned: list[bool]) -> None:
+        """Give each task Redis let us own to its child; pass the others on."""
         for (slot, assignment), started in zip(pairs, owned, strict=True):
             header = assignment.header
             if not started:
@@ -409,21 +430,22 @@ class WorkerPool:
         )
 
     def _finish(self, assignment: Assignment, outcome: Outcome) -> None:
-        self._finish_many([(assignment, outcome)])
+        self._write_turn([(assignment, outcome)], [])
 
-    def _finish_many(self, finished: list[tuple[Assignment, Outcome]]) -> None:
-        """Write the outcomes to Redis, then reply to the broker with the records."""
-        keys = [
-            (a.header.task_id, a.header.attempt, outcome) for a, outcome in finished
-        ]
-        try:
-            records = self._store.finish_many(keys)
-        except StoreUnavailableError as exc:
-            logger.error("%d results kept until Redis is back: %s", len(finished), exc)
-            self.counts.redis_errors["finish",] += 1
-            for assignment, outcome in finished:
-                self._keep_unwritten(assignment, outcome)
-            return
+    def _finish_failed(
+        self, finished: list[tuple[Assignment, Outcome]], exc: StoreUnavailableError
+    ) -> None:
+        logger.error("%d results kept until Redis is back: %s", len(finished), exc)
+        self.counts.redis_errors["finish",] += 1
+        for assignment, outcome in finished:
+            self._keep_unwritten(assignment, outcome)
+
+    def _finished(
+        self,
+        finished: list[tuple[Assignment, Outcome]],
+        records: list[dict[bytes, bytes] | None],
+    ) -> None:
+        """Reply to the broker with each written record; pass unwritten ones on."""
         for (assignment, outcome), record in zip(finished, records, strict=True):
             self._tasks_done += 1
             if record is None:

@@ -26,7 +26,9 @@ from typing import Any, cast
 import orjson
 import redis
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
 from redis.connection import parse_url
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
@@ -54,6 +56,8 @@ TRIM_PER_CREATE = 4
 REDIS_DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 ScriptArg = bytes | str | int | float
+# One script run: the script, its keys, its arguments.
+ScriptCall = tuple[Script, list[str], list[ScriptArg]]
 
 
 class TaskStatus(StrEnum):
@@ -294,7 +298,7 @@ class TaskStore:
     def create_many(self, tasks: list[NewTask]) -> list[Created]:
         """:meth:`create` for several tasks in one round trip, each one atomic."""
         now = repr(time.time())
-        pipe = self._client.pipeline(transaction=False)
+        calls: list[ScriptCall] = []
         for task in tasks:
             idempotency = task.idempotency
             value = (
@@ -323,9 +327,8 @@ class TaskStore:
                 task_key(""),
                 TRIM_PER_CREATE,
             ]
-            self._create(keys=keys, args=args_, client=pipe)
-        with _translate_errors():
-            found = pipe.execute()
+            calls.append((self._create, keys, args_))
+        found = self._run_scripts(calls)
         return [
             Created(True) if row[0] == b"created" else Created(False, row[1].decode())
             for row in found
@@ -432,18 +435,7 @@ class TaskStore:
 
     def start_many(self, tasks: list[tuple[str, int]], owner: str) -> list[bool]:
         """:meth:`start` for several ``(task_id, attempt)`` in one round trip."""
-        now = repr(time.time())
-        pipe = self._client.pipeline(transaction=False)
-        for task_id, attempt in tasks:
-            args: list[ScriptArg] = [attempt, now, owner, task_id, CHANGED_CHANNEL]
-            keys = [
-                task_key(task_id),
-                status_index_key(TaskStatus.QUEUED),
-                status_index_key(TaskStatus.RUNNING),
-            ]
-            self._start(keys=keys, args=args, client=pipe)
-        with _translate_errors():
-            return [bool(started) for started in pipe.execute()]
+        return self.finish_and_start([], tasks, owner)[1]
 
     def set_progress(self, task_id: str, attempt: int, progress: bytes) -> bool:
         """Store progress JSON if this attempt still owns the task."""
@@ -467,11 +459,24 @@ class TaskStore:
         self, outcomes: list[tuple[str, int, Outcome]]
     ) -> list[dict[bytes, bytes] | None]:
         """:meth:`finish` for several attempts in one round trip."""
+        return self.finish_and_start(outcomes, [], "")[0]
+
+    def finish_and_start(
+        self,
+        outcomes: list[tuple[str, int, Outcome]],
+        starts: list[tuple[str, int]],
+        owner: str,
+    ) -> tuple[list[dict[bytes, bytes] | None], list[bool]]:
+        """:meth:`finish_many` and :meth:`start_many` together, in one round trip.
+
+        A worker pool's loop turn both ends and starts tasks; one pipeline for
+        both halves its waits on Redis. Each script stays atomic on its own.
+        """
         now = repr(time.time())
-        pipe = self._client.pipeline(transaction=False)
+        calls: list[ScriptCall] = []
         for task_id, attempt, outcome in outcomes:
             field = "result" if outcome.status is TaskStatus.SUCCEEDED else "error"
-            args: list[ScriptArg] = [
+            finish_args: list[ScriptArg] = [
                 attempt,
                 outcome.status.value,
                 now,
@@ -482,19 +487,68 @@ class TaskStore:
                 task_id,
                 FINISHED_CHANNEL,
             ]
-            keys = [
+            finish_keys = [
                 task_key(task_id),
                 UNFINISHED_KEY,
                 status_index_key(TaskStatus.RUNNING),
                 status_index_key(outcome.status),
             ]
-            self._finish(keys=keys, args=args, client=pipe)
-        with _translate_errors():
-            replies = pipe.execute()
-        return [
+            calls.append((self._finish, finish_keys, finish_args))
+        for task_id, attempt in starts:
+            start_args: list[ScriptArg] = [
+                attempt,
+                now,
+                owner,
+                task_id,
+                CHANGED_CHANNEL,
+            ]
+            start_keys = [
+                task_key(task_id),
+                status_index_key(TaskStatus.QUEUED),
+                status_index_key(TaskStatus.RUNNING),
+            ]
+            calls.append((self._start, start_keys, start_args))
+        replies = self._run_scripts(calls)
+        records = [
             dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
-            for flat in replies
+            for flat in replies[: len(outcomes)]
         ]
+        return records, [bool(started) for started in replies[len(outcomes) :]]
+
+    def _run_scripts(self, calls: list[ScriptCall]) -> list[Any]:
+        """Run ``calls`` in one pipeline by their SHA1; the replies in order.
+
+        redis-py's pipeline asks ``SCRIPT EXISTS`` before every execute that
+        carries a script: a second round trip each time. Here ``EVALSHA`` goes
+        out at once, and only when Redis lacks a script (it restarted, or its
+        scripts were flushed) is the script loaded and the refused calls, which
+        did not run, sent again.
+        """
+        if not calls:
+            return []
+        replies = self._evalsha_pipeline(calls)
+        refused = [
+            i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)
+        ]
+        if refused:
+            with _translate_errors():
+                for script in {id(calls[i][0]): calls[i][0] for i in refused}.values():
+                    script.sha = self._client.script_load(script.script)
+            again = self._evalsha_pipeline([calls[i] for i in refused])
+            for i, reply in zip(refused, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _evalsha_pipeline(self, calls: list[ScriptCall]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        with _translate_errors():
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies
 
     def release(self, task_id: str, owner: str, error: bytes) -> Release:
         """Give up ``owner``'s running attempt: queue it again, or fail it with ``error``."""

@@ -47,14 +47,40 @@ RESEND_AFTER_S = 1.0
 
 
 class Ticket:
-    """One request's view of its task: the broker's acceptance, then the reply."""
+    """One request's view of its task: the broker's acceptance, then the reply.
 
-    __slots__ = ("request_id", "accepted", "reply")
+    A *quiet* ticket belongs to a request that waits for the reply anyway: the
+    broker's acceptance is only noted, not woken for, so a task that ends at
+    once costs its request one wake-up instead of two. A rejection or the reply
+    wakes it at once; the acceptance is checked when the wait for it runs out.
+    """
 
-    def __init__(self, request_id: str) -> None:
+    __slots__ = ("request_id", "accepted", "reply", "quiet", "acknowledged")
+
+    def __init__(self, request_id: str, quiet: bool = False) -> None:
         self.request_id = request_id
+        # Set by the broker's answer (accepted, rejected, pong) or by the reply.
         self.accepted: AsyncResult = AsyncResult()
         self.reply: AsyncResult = AsyncResult()
+        self.quiet = quiet
+        # The acceptance a quiet ticket noted without waking its request.
+        self.acknowledged: Message | None = None
+
+    def answer(self) -> Message | None:
+        """The broker's answer so far (or the reply, which implies acceptance)."""
+        if self.accepted.ready():
+            answer: Message = self.accepted.get(block=False)
+            return answer
+        return self.acknowledged
+
+    @property
+    def ahead(self) -> int:
+        """How many tasks of its name waited before it when the broker queued it."""
+        answer = self.answer()
+        if answer is None or answer.header.command is not Command.ACCEPTED:
+            return 0
+        detail = answer.header.detail
+        return int(detail) if detail.isdigit() else 0
 
 
 class Dispatcher:
@@ -101,15 +127,24 @@ class Dispatcher:
         return len(self._tickets)
 
     def submit(
-        self, task_id: str, name: str, payload: bytes, time_limit_s: float = 0.0
+        self,
+        task_id: str,
+        name: str,
+        payload: bytes,
+        time_limit_s: float = 0.0,
+        reply_by: float = 0.0,
     ) -> Ticket:
         """Send a task and wait until the broker has queued it.
+
+        ``reply_by`` (a ``time.monotonic()`` moment) is for a caller that waits
+        for the reply until then: the acceptance is checked without a wake-up
+        of its own, and a reply that comes first ends the wait at once.
 
         Raises BrokerUnavailableError when the broker is not connected or does not
         answer within the accept timeout, QueueFullError when it refuses the task.
         The caller must :meth:`release` the ticket when done with it.
         """
-        ticket = Ticket(str(next(self._ids)))
+        ticket = Ticket(str(next(self._ids)), quiet=reply_by > time.monotonic())
         header = Header(
             Command.SUBMIT,
             task_id,
@@ -123,7 +158,7 @@ class Dispatcher:
         frames = protocol.encode(Message(header, payload=payload))
         try:
             self._send(frames, deadline)
-            answer = self._wait_accepted(ticket, frames, deadline)
+            answer = self._wait_accepted(ticket, frames, deadline, reply_by)
         except BrokerUnavailableError:
             self.release(ticket)
             raise
@@ -136,26 +171,38 @@ class Dispatcher:
         return ticket
 
     def _wait_accepted(
-        self, ticket: Ticket, frames: list[bytes], deadline: float
+        self, ticket: Ticket, frames: list[bytes], deadline: float, reply_by: float
     ) -> Message | None:
         """The broker's answer to a submit, or None at the deadline.
+
+        A quiet ticket sleeps until the reply, a rejection, ``reply_by`` or the
+        deadline, whichever comes first, and then looks at what was noted.
 
         With a standby broker listed, a submit sent to the active broker just as
         it died is lost with its connection; it is sent again each
         RESEND_AFTER_S, and so reaches the broker that took over. The broker
         takes a task id it holds already as the same task.
         """
+        resend = len(self._addresses) > 1
+        resend_at = time.monotonic() + RESEND_AFTER_S
         while True:
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
+            now = time.monotonic()
+            if ticket.quiet and now >= reply_by:
+                ticket.quiet = False  # from now on the acceptance wakes us
+            answer = ticket.answer()
+            if answer is not None:
+                return answer
+            if now >= deadline:
                 return None
-            if len(self._addresses) == 1:
-                answer: Message | None = ticket.accepted.wait(remaining_s)
-                return answer
-            answer = ticket.accepted.wait(min(remaining_s, RESEND_AFTER_S))
-            if answer is not None or time.monotonic() >= deadline:
-                return answer
-            self._send(frames, deadline)
+            if resend and now >= resend_at:
+                self._send(frames, deadline)
+                resend_at = now + RESEND_AFTER_S
+            wake_at = deadline
+            if ticket.quiet:
+                wake_at = min(wake_at, reply_by)
+            if resend:
+                wake_at = min(wake_at, resend_at)
+            ticket.accepted.wait(max(0.0, wake_at - now))
 
     def _send(self, frames: list[bytes], deadline: float) -> None:
         """Send without ever blocking on the socket; retry while not yet connected.
@@ -271,6 +318,8 @@ class Dispatcher:
             if not ticket.accepted.ready():
                 ticket.accepted.set(message)
             ticket.reply.set(message)
+        elif command is Command.ACCEPTED and ticket.quiet:
+            ticket.acknowledged = message
         elif command in (Command.ACCEPTED, Command.REJECTED, Command.PONG):
             if not ticket.accepted.ready():
                 ticket.accepted.set(message)

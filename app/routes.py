@@ -196,7 +196,7 @@ def _run(
     # back, or its reply may be lost with a broker restart; Redis still says.
     finished = clients.watcher.watch(task_id) if wait_s > 0 else None
     try:
-        record = _submit_and_wait(
+        record, ahead = _submit_and_wait(
             clients, task_id, name, body, time_limit_s, wait_s, finished, idempotency
         )
     finally:
@@ -204,7 +204,7 @@ def _run(
             clients.watcher.unwatch(task_id, finished)
 
     if record is None:
-        return _accepted(clients, task_id, name, polled=wait_s > 0)
+        return _accepted(clients, task_id, name, polled=wait_s > 0, ahead=ahead)
     return _finished(record)
 
 
@@ -242,10 +242,15 @@ def _submit_and_wait(
     wait_s: float,
     finished: Event | None,
     idempotency: Idempotency | None,
-) -> bytes | None:
-    """Send the task; return its final record if it ends within ``wait_s``."""
+) -> tuple[bytes | None, int]:
+    """Send the task; its final record if it ends within ``wait_s``.
+
+    Also returns how many tasks of its name the broker had queued before it,
+    for the ``Retry-After`` of a ``202``.
+    """
+    reply_by = time.monotonic() + wait_s if finished is not None else 0.0
     try:
-        ticket = clients.dispatcher.submit(task_id, name, body, time_limit_s)
+        ticket = clients.dispatcher.submit(task_id, name, body, time_limit_s, reply_by)
         count_submitted(name)
     except Exception:
         # The client never hears of this id; a stale record would only confuse,
@@ -255,19 +260,21 @@ def _submit_and_wait(
 
     try:
         if finished is None:
-            return None
-        gevent.wait([ticket.reply, finished], timeout=wait_s, count=1)
+            return None, ticket.ahead
+        if not ticket.reply.ready():
+            remaining_s = max(0.0, reply_by - time.monotonic())
+            gevent.wait([ticket.reply, finished], timeout=remaining_s, count=1)
         if ticket.reply.ready():
-            return clients.dispatcher.wait_reply(ticket, 0)
+            return clients.dispatcher.wait_reply(ticket, 0), 0
     finally:
         clients.dispatcher.release(ticket)
 
     if not finished.is_set():
-        return None
+        return None, 0
     fields = clients.store.get(task_id)
     if fields is None or not TaskStatus(fields[b"status"].decode()).is_final:
-        return None
-    return record_json(fields)
+        return None, 0
+    return record_json(fields), 0
 
 
 def _finished(record: bytes) -> Response:
@@ -305,8 +312,14 @@ def _finished(record: bytes) -> Response:
     return Response(record, 200, mimetype="application/json")
 
 
-def _accepted(clients: Clients, task_id: str, name: str, polled: bool) -> Response:
-    """202 with where to look; the body is the task as it stands now."""
+def _accepted(
+    clients: Clients, task_id: str, name: str, polled: bool, ahead: int
+) -> Response:
+    """202 with where to look; the body is the task as it stands now.
+
+    A task just accepted is answered from what this process knows (``ahead``,
+    from the broker's acceptance); one that was waited for is read again.
+    """
     fields = clients.store.get(task_id) if polled else None
     if fields is not None and TaskStatus(fields[b"status"].decode()).is_final:
         # It ended in the moment between the wait and this read.
@@ -319,18 +332,17 @@ def _accepted(clients: Clients, task_id: str, name: str, polled: bool) -> Respon
         )
     headers = {
         "Location": f"/v1/tasks/{task_id}",
-        "Retry-After": str(_retry_after(clients, name, fields)),
+        "Retry-After": str(_retry_after(clients, name, fields, ahead)),
     }
     return Response(body, 202, headers=headers, mimetype="application/json")
 
 
-def _retry_after(clients: Clients, name: str, fields: dict[bytes, bytes] | None) -> int:
+def _retry_after(
+    clients: Clients, name: str, fields: dict[bytes, bytes] | None, ahead: int
+) -> int:
     """Retry-After of a task that goes on; a queued one counts the queue before it."""
-    ahead = 0
-    if fields is None or fields.get(b"status") == TaskStatus.QUEUED.value.encode():
-        # None: just created, so every task queued until now is before it.
-        created = float(fields[b"created_at"]) if fields else time.time()
-        ahead = max(0, clients.store.queued_before(created) - (0 if fields else 1))
+    if fields is not None and fields.get(b"status") == TaskStatus.QUEUED.value.encode():
+        ahead = clients.store.queued_before(float(fields[b"created_at"]))
     capacity = clients.catalog.capacity(name)
     return retry_after_s(fields, _settings().retry_after_s, ahead, capacity)
 

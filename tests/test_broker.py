@@ -192,6 +192,8 @@ def test_a_full_queue_rejects_new_tasks(settings, store, context, peer):
     ]
     assert answers[2].detail == "queue_full"
     assert answers[2].request_id == "t2"
+    # With no worker yet, each acceptance counts the tasks queued before it.
+    assert [a.detail for a in answers[:2]] == ["0", "1"]
 
 
 def test_replies_reach_only_the_web_process_that_asked(broker, settings, peer):
@@ -201,8 +203,10 @@ def test_replies_reach_only_the_web_process_that_asked(broker, settings, peer):
     ready(worker, broker, capacity=2)
     submit(web_a, "ta", request_id="7")
     submit(web_b, "tb", request_id="7")
-    assert web_a.receive(broker).header.command is Command.ACCEPTED
-    assert web_b.receive(broker).header.command is Command.ACCEPTED
+    for web in (web_a, web_b):
+        accepted = web.receive(broker).header
+        assert accepted.command is Command.ACCEPTED
+        assert accepted.detail == "0"  # went to the worker at once
     tasks = {
         m.header.task_id: m for m in (worker.receive(broker), worker.receive(broker))
     }

@@ -1,6 +1,7 @@
 """The web side's ZeroMQ client under gevent, against a scripted green broker."""
 
 import random
+import time
 
 import gevent
 import pytest
@@ -198,3 +199,85 @@ def test_submit_sends_the_payload_untouched_with_attempt_one(scripted, dispatche
     assert (sent.header.name, sent.header.attempt) == ("resize", 1)
     assert sent.header.request_id == ticket.request_id
     assert sent.payload == b'{"w":  1}'
+
+
+def test_a_waiting_submit_returns_with_the_reply_in_one_wake(scripted, dispatcher_for):
+    def accept_and_reply(broker, identity, message):
+        accept(broker, identity, message)
+        broker.send(identity, *reply_of(message))
+
+    broker = scripted(accept_and_reply)
+    dispatcher = dispatcher_for(broker.address)
+
+    started = time.monotonic()
+    ticket = dispatcher.submit("t1", "echo", b"{}", reply_by=started + 5)
+    took_s = time.monotonic() - started
+
+    assert ticket.reply.ready()
+    assert dispatcher.wait_reply(ticket, 0) == b'{"id": "t1"}'
+    assert ticket.acknowledged is not None  # noted, without waking the request
+    assert took_s < 2
+    dispatcher.release(ticket)
+
+
+def test_a_waiting_submit_without_reply_returns_accepted_at_its_reply_by(
+    scripted, dispatcher_for
+):
+    broker = scripted(accept)
+    dispatcher = dispatcher_for(broker.address, accept_timeout_s=5)
+
+    started = time.monotonic()
+    ticket = dispatcher.submit("t1", "echo", b"{}", reply_by=started + 0.3)
+    took_s = time.monotonic() - started
+
+    assert not ticket.reply.ready()
+    assert ticket.answer().header.command is Command.ACCEPTED
+    assert 0.25 <= took_s < 2  # slept to reply_by, not to the accept timeout
+    dispatcher.release(ticket)
+
+
+def test_a_waiting_submit_wakes_at_once_for_a_rejection(scripted, dispatcher_for):
+    def refuse(broker, identity, message):
+        h = message.header
+        broker.send(
+            identity,
+            Header(Command.REJECTED, h.task_id, h.name, 1, h.request_id, "queue_full"),
+        )
+
+    broker = scripted(refuse)
+    dispatcher = dispatcher_for(broker.address, accept_timeout_s=5)
+
+    started = time.monotonic()
+    with pytest.raises(QueueFullError):
+        dispatcher.submit("t1", "echo", b"{}", reply_by=started + 5)
+    assert time.monotonic() - started < 2
+
+
+def test_a_late_acceptance_after_reply_by_still_counts(scripted, dispatcher_for):
+    def accept_late(broker, identity, message):
+        gevent.spawn_later(0.3, accept, broker, identity, message)
+
+    broker = scripted(accept_late)
+    dispatcher = dispatcher_for(broker.address, accept_timeout_s=5)
+
+    started = time.monotonic()
+    ticket = dispatcher.submit("t1", "echo", b"{}", reply_by=started + 0.05)
+
+    assert ticket.accepted.ready()  # it woke for the acceptance once past reply_by
+    assert time.monotonic() - started < 2
+    dispatcher.release(ticket)
+
+
+def test_the_acceptance_tells_how_many_tasks_wait_before(scripted, dispatcher_for):
+    def accept_behind_three(broker, identity, message):
+        h = message.header
+        broker.send(
+            identity, Header(Command.ACCEPTED, h.task_id, h.name, 1, h.request_id, "3")
+        )
+
+    broker = scripted(accept_behind_three)
+    dispatcher = dispatcher_for(broker.address)
+
+    ticket = dispatcher.submit("t1", "echo", b"{}")
+    assert ticket.ahead == 3
+    dispatcher.release(ticket)

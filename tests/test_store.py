@@ -1,8 +1,8 @@
 import time
 
 import orjson
-import redis
 import pytest
+import redis
 
 from tests.helpers import wait_for
 from worker.errors import StoreUnavailableError

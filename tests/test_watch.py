@@ -1,39 +1,34 @@
-"""Fan-out of the pub/sub listener: who wakes for which notification."""
+"""The pub/sub listeners of the web process: who wakes, and which channels they hear.
+
+Each check runs in its own gevent-patched process (tests.green_watch_checks) against
+the test Redis, as the watcher does inside a gunicorn gevent worker.
+"""
 
 from __future__ import annotations
 
-from app.watch import CompletionWatcher
-from worker.store import CHANGED_CHANNEL, FINISHED_CHANNEL
+import subprocess
+import sys
+
+import pytest
+
+# The CHECKS of tests.green_watch_checks; not imported here, as importing it
+# patches this process.
+CHECK_NAMES = ["change_channel_on_demand", "fan_out"]
 
 
-def test_changes_wake_followers_and_endings_wake_everyone(redis_client):
-    watcher = CompletionWatcher(redis_client)
-    try:
-        waiter = watcher.watch("t1")
-        follower = watcher.follow("t1")
-        other = watcher.follow("t2")
-
-        watcher._wake(CHANGED_CHANNEL.encode(), b"t1")
-        assert follower.is_set() and not waiter.is_set() and not other.is_set()
-
-        follower.clear()
-        watcher._wake(FINISHED_CHANNEL.encode(), b"t1")
-        assert follower.is_set() and waiter.is_set() and not other.is_set()
-    finally:
-        watcher.close()
-
-
-def test_forgotten_events_leave_nothing_behind(redis_client):
-    watcher = CompletionWatcher(redis_client)
-    try:
-        follower = watcher.follow("t1")
-        waiter = watcher.watch("t1")
-        watcher.unfollow("t1", follower)
-        watcher.unwatch("t1", waiter)
-        watcher.unfollow("t1", follower)  # twice is harmless
-
-        watcher._wake(FINISHED_CHANNEL.encode(), b"t1")
-        assert not follower.is_set() and not waiter.is_set()
-        assert watcher._followers == {} and watcher._waiters == {}
-    finally:
-        watcher.close()
+@pytest.mark.parametrize("name", CHECK_NAMES)
+def test_watcher_check(redis_server_instance, name):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.green_watch_checks",
+            redis_server_instance.url(0),
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"ok {name}"

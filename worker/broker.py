@@ -308,9 +308,14 @@ class Broker:
             self.counts.rejected[header.name, "queue_full"] += 1
             return
 
-        self.send_client(client, accepted)
         self.counts.accepted[header.name,] += 1
         self.enqueue(PendingTask(header, client, message.payload))
+        # The acceptance says how many tasks of its name wait before it, for
+        # the Retry-After of a 202; 0 when it went to a worker at once.
+        ahead = (
+            len(self._queues[header.name]) - 1 if header.task_id in self._queued else 0
+        )
+        self.send_client(client, replace(accepted, detail=str(ahead)))
 
     def _cancel(self, header: Header) -> None:
         queued = self._queued.pop(header.task_id, None)

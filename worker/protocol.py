@@ -5,8 +5,10 @@ identity in front, which the sockets' owners strip or add):
 
 1. ``header``: compact JSON array ``[version, command, task_id, name, attempt,
    request_id, detail, time_limit_s]``. ``detail`` is the reason of a
-   ``rejected``, the outcome of a ``reply`` (below) and the owner's identity in a
-   ``cancel``; ``time_limit_s`` is the caller's cap on the run time (0: none).
+   ``rejected``, the number of tasks of the same name queued before it in an
+   ``accepted`` (``"0"`` when it went to a worker at once), the outcome of a
+   ``reply`` (below) and the owner's identity in a ``cancel``; ``time_limit_s``
+   is the caller's cap on the run time (0: none).
 2. ``reply_to``: the identity of the web process a task came from, filled in by the
    broker when it hands the task to a worker and carried back in the reply, so the
    broker routes replies without a lookup. Empty elsewhere.

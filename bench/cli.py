@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from bench import profile, report
+from bench import breakdown, profile, report
 from bench.broker_rows import broker_rows
 from bench.concurrency_rows import MISSING, concurrency_rows
 from bench.http_rows import ceiling_rows, celery_rows, echo_load, taskgate_rows
@@ -39,6 +39,11 @@ from bench.systems import (
 from bench.taskgate import Taskgate
 
 logger = logging.getLogger(__name__)
+
+# The latency breakdown: this many sequential calls, or this long, at most.
+BREAKDOWN_CALLS = 2000
+BREAKDOWN_LIMIT_S = 20.0
+SMOKE_BREAKDOWN_CALLS = 20
 
 # Table order: row key prefixes, in the order of the brief's numbering.
 ORDER = (
@@ -110,6 +115,15 @@ def run(plan: Plan) -> tuple[list[Row], list[str], list[str]]:
                 inner, f"{redis_url}/0", plan.log_dir, web, plan.worker_processes
             )
             out += taskgate_rows(system, plan)
+            if plan.wants("latency"):
+                extras.append(
+                    breakdown.measure(
+                        system.base_url,
+                        system.redis_url,
+                        SMOKE_BREAKDOWN_CALLS if plan.smoke else BREAKDOWN_CALLS,
+                        BREAKDOWN_LIMIT_S,
+                    )
+                )
             if plan.profile:
                 extras.append(_profile(system, plan))
             if plan.wants("scaling"):

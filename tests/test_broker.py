@@ -496,3 +496,28 @@ def test_a_submit_for_a_task_recovery_queued_joins_it(broker, store, settings, p
     assert (task.header.task_id, task.header.request_id) == ("t1", "r7")
     assert task.reply_to == b"web-1"
     assert broker.waiting == 0
+
+
+def test_task_and_reply_frames_pass_through_unchanged(broker, settings, peer):
+    # The broker reads headers to route, but forwards the frames it received:
+    # the worker gets the web's header bytes, the web the worker's.
+    web = peer(settings.broker_frontend, b"web-1")
+    worker = peer(settings.broker_backend, b"w1")
+    ready(worker, broker)
+    submit_frame = protocol.encode_header(
+        Header(Command.SUBMIT, "t1", "echo", 1, "9", time_limit_s=2.5)
+    )
+    web.socket.send_multipart([submit_frame, b"", b'{"x":  1}'])
+    assert web.receive(broker).header.command is Command.ACCEPTED
+
+    worker_frames = worker.socket.recv_multipart()
+    assert worker_frames == [submit_frame, b"web-1", b'{"x":  1}']
+
+    reply_frame = protocol.encode_header(
+        Header(Command.REPLY, "t1", "echo", 1, "9", "succeeded")
+    )
+    worker.socket.send_multipart([reply_frame, b"web-1", b'{"record": 1}'])
+    deadline = time.monotonic() + 2
+    while not web.socket.poll(0) and time.monotonic() < deadline:
+        broker.poll_once(10)
+    assert web.socket.recv_multipart() == [reply_frame, b"", b'{"record": 1}']

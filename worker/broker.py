@@ -51,6 +51,9 @@ class PendingTask:
     header: Header
     reply_to: bytes
     payload: bytes
+    # The header frame as the web process sent it, forwarded to the worker as
+    # is; empty once the header changed (then it is encoded again).
+    frame: bytes = b""
 
 
 @dataclass(slots=True)
@@ -239,8 +242,11 @@ class Broker:
         self._stopping = True
 
     def _drain(
-        self, sock: zmq.Socket[bytes], handle: Callable[[bytes, Message], None]
+        self,
+        sock: zmq.Socket[bytes],
+        handle: Callable[[bytes, Message, bytes], None],
     ) -> None:
+        """Handle up to BATCH messages: sender, decoded message, raw header frame."""
         side = "worker" if sock is self.backend else "web"
         for _ in range(BATCH):
             try:
@@ -257,14 +263,14 @@ class Broker:
                 logger.warning("dropped malformed message from %r: %s", frames[0], exc)
                 self.counts.message_errors[side, "malformed"] += 1
                 continue
-            handle(frames[0], message)
+            handle(frames[0], message, frames[1])
 
     # Web processes -----------------------------------------------------------
 
-    def _handle_client(self, client: bytes, message: Message) -> None:
+    def _handle_client(self, client: bytes, message: Message, frame: bytes) -> None:
         header = message.header
         if header.command is Command.SUBMIT:
-            self._submit(client, message)
+            self._submit(client, message, frame)
         elif header.command is Command.CANCEL:
             self._cancel(header)
         elif header.command is Command.PING:
@@ -272,24 +278,18 @@ class Broker:
         else:
             logger.warning("unexpected command from web process: %s", header.command)
 
-    def _submit(self, client: bytes, message: Message) -> None:
+    def _submit(self, client: bytes, message: Message, frame: bytes) -> None:
         header = message.header
-        accepted = Header(
-            Command.ACCEPTED,
-            header.task_id,
-            header.name,
-            header.attempt,
-            header.request_id,
-        )
         queued = self._queued.get(header.task_id)
         if queued is not None:
             # Recovery queued it first; let the reply find this request.
             queued.header = replace(queued.header, request_id=header.request_id)
+            queued.frame = b""
             queued.reply_to = client
-            self.send_client(client, accepted)
+            self._accept(client, header, 0)
             return
         if header.task_id in self._owner_of:
-            self.send_client(client, accepted)
+            self._accept(client, header, 0)
             return
 
         if (
@@ -302,20 +302,37 @@ class Broker:
                 header.task_id,
                 self.waiting,
             )
-            self.send_client(
-                client, replace(accepted, command=Command.REJECTED, detail="queue_full")
+            rejected = Header(
+                Command.REJECTED,
+                header.task_id,
+                header.name,
+                header.attempt,
+                header.request_id,
+                "queue_full",
             )
+            self.send_client(client, rejected)
             self.counts.rejected[header.name, "queue_full"] += 1
             return
 
         self.counts.accepted[header.name,] += 1
-        self.enqueue(PendingTask(header, client, message.payload))
+        self.enqueue(PendingTask(header, client, message.payload, frame))
         # The acceptance says how many tasks of its name wait before it, for
         # the Retry-After of a 202; 0 when it went to a worker at once.
-        ahead = (
-            len(self._queues[header.name]) - 1 if header.task_id in self._queued else 0
+        queued_now = header.task_id in self._queued
+        self._accept(
+            client, header, len(self._queues[header.name]) - 1 if queued_now else 0
         )
-        self.send_client(client, replace(accepted, detail=str(ahead)))
+
+    def _accept(self, client: bytes, header: Header, ahead: int) -> None:
+        accepted = Header(
+            Command.ACCEPTED,
+            header.task_id,
+            header.name,
+            header.attempt,
+            header.request_id,
+            str(ahead),
+        )
+        self.send_client(client, accepted)
 
     def _cancel(self, header: Header) -> None:
         queued = self._queued.pop(header.task_id, None)
@@ -329,14 +346,24 @@ class Broker:
 
     def send_client(self, client: bytes, header: Header, payload: bytes = b"") -> None:
         """Send to a web process; a gone one is no error (its client polls Redis)."""
+        self._send_frames(
+            self.frontend, [client, protocol.encode_header(header), b"", payload]
+        )
+
+    def _send_frames(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> bool:
+        """Send without blocking; False if the peer is gone or its pipe is full."""
         try:
-            self.frontend.send_multipart(
-                [client, *protocol.encode(Message(header, payload=payload))],
-                flags=zmq.NOBLOCK,
-            )
+            sock.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
-            logger.debug("cannot reach web process %r: %s", client, exc)
-            self.counts.message_errors["web", "undeliverable"] += 1
+            if sock is self.backend:
+                logger.warning("cannot reach worker %r: %s", frames[0], exc)
+                self.counts.message_errors["worker", "undeliverable"] += 1
+            else:
+                # A gone web process is no error: its client reads Redis.
+                logger.debug("cannot reach web process %r: %s", frames[0], exc)
+                self.counts.message_errors["web", "undeliverable"] += 1
+            return False
+        return True
 
     # Queues ------------------------------------------------------------------
 
@@ -362,9 +389,11 @@ class Broker:
             del self._queued[task.header.task_id]
             self._waiting_bytes -= len(task.payload)
 
-            submit = replace(task.header, command=Command.SUBMIT)
-            if not self._send_worker(
-                identity, Message(submit, task.reply_to, task.payload)
+            frame = task.frame or protocol.encode_header(
+                replace(task.header, command=Command.SUBMIT)
+            )
+            if not self._send_frames(
+                self.backend, [identity, frame, task.reply_to, task.payload]
             ):
                 # The worker vanished: keep the task at the head of the line.
                 queue.appendleft(task)
@@ -383,14 +412,14 @@ class Broker:
 
     # Worker pools ------------------------------------------------------------
 
-    def _handle_worker(self, identity: bytes, message: Message) -> None:
+    def _handle_worker(self, identity: bytes, message: Message, frame: bytes) -> None:
         command = message.header.command
         worker = self._workers.get(identity)
         if command is Command.READY:
             self._register(identity, message.payload)
             return
         if command is Command.REPLY:
-            self._complete(identity, worker, message)
+            self._complete(identity, worker, message, frame)
             return
         if worker is None:
             # A pool we forgot (or never met, after a broker restart).
@@ -470,7 +499,11 @@ class Broker:
             self.enqueue(task, front=True)
 
     def _complete(
-        self, identity: bytes, worker: WorkerState | None, message: Message
+        self,
+        identity: bytes,
+        worker: WorkerState | None,
+        message: Message,
+        frame: bytes,
     ) -> None:
         header = message.header
         task = worker.in_flight.pop(header.task_id, None) if worker else None
@@ -480,7 +513,10 @@ class Broker:
         if header.detail == "requeued":
             self.recovery.requeue(task, header)
         elif header.request_id and header.detail in FINAL_STATUSES:
-            self.send_client(message.reply_to, header, message.payload)
+            # The reply goes to the web process as the pool sent it.
+            self._send_frames(
+                self.frontend, [message.reply_to, frame, b"", message.payload]
+            )
 
         if worker is None:
             self._send_worker(identity, Message(Header(Command.DISCONNECT)))
@@ -491,23 +527,16 @@ class Broker:
         worker.free += 1
         if worker.draining:
             return
+        if worker.free == 1:
+            # It was full, so in no idle list: it is again, for each name.
+            for name in worker.tasks:
+                self._idle.setdefault(name, OrderedDict())[identity] = None
         for name in worker.tasks:
-            idle = self._idle.setdefault(name, OrderedDict())
-            if identity not in idle:
-                idle[identity] = None
             if self._queues.get(name):
                 self._dispatch(name)
 
     def _send_worker(self, identity: bytes, message: Message) -> bool:
-        try:
-            self.backend.send_multipart(
-                [identity, *protocol.encode(message)], flags=zmq.NOBLOCK
-            )
-        except zmq.ZMQError as exc:
-            logger.warning("cannot reach worker %r: %s", identity, exc)
-            self.counts.message_errors["worker", "undeliverable"] += 1
-            return False
-        return True
+        return self._send_frames(self.backend, [identity, *protocol.encode(message)])
 
     def _expire_workers(self, now: float) -> None:
         for worker in [w for w in self._workers.values() if w.expires_at < now]:

@@ -105,8 +105,12 @@ class Message:
 
 def encode(message: Message) -> list[bytes]:
     """Frames for ``send_multipart``."""
-    header = message.header
-    head = orjson.dumps(
+    return [encode_header(message.header), message.reply_to, message.payload]
+
+
+def encode_header(header: Header) -> bytes:
+    """The first frame alone, for a receiver that forwards the others untouched."""
+    return orjson.dumps(
         [
             VERSION,
             header.command.value,
@@ -118,7 +122,6 @@ def encode(message: Message) -> list[bytes]:
             header.time_limit_s,
         ]
     )
-    return [head, message.reply_to, message.payload]
 
 
 def decode(frames: Sequence[bytes]) -> Message:

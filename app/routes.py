@@ -16,7 +16,7 @@ import math
 import re
 import time
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 import gevent
 import orjson
@@ -38,12 +38,22 @@ from app.services import Clients, Services
 from conf.log_context import bind_task
 from conf.settings import Settings
 from worker.errors import TaskFinishedError
+from worker.protocol import Message
 from worker.registry import TASK_NAME
 from worker.store import Idempotency, NewTask, TaskStatus, record_json
 
 api = Blueprint("api", __name__)
 
 TASK_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class Ended(NamedTuple):
+    """A task that ended: its record as JSON, and its final status."""
+
+    record: bytes
+    status: str
+
+
 # How long a synchronous call whose task Redis reports finished waits for the
 # task's reply before it reads the record instead.
 REPLY_GRACE_S = 0.05
@@ -199,16 +209,16 @@ def _run(
     # back, or its reply may be lost with a broker restart; Redis still says.
     finished = clients.watcher.watch(task_id) if wait_s > 0 else None
     try:
-        record, ahead = _submit_and_wait(
+        ended, ahead = _submit_and_wait(
             clients, task_id, name, body, time_limit_s, wait_s, finished, idempotency
         )
     finally:
         if finished is not None:
             clients.watcher.unwatch(task_id, finished)
 
-    if record is None:
+    if ended is None:
         return _accepted(clients, task_id, name, polled=wait_s > 0, ahead=ahead)
-    return _finished(record)
+    return _finished(ended)
 
 
 def _replay(
@@ -225,8 +235,9 @@ def _replay(
         fields = _wait_finished(clients, task_id, wait_s) or fields
     if fields is None:
         raise _no_such_task(task_id)
-    if TaskStatus(fields[b"status"].decode()).is_final:
-        return _finished(record_json(fields))
+    ended = _ended(fields)
+    if ended is not None:
+        return _finished(ended)
     headers = {
         "Location": f"/v1/tasks/{task_id}",
         "Retry-After": str(retry_after_s(fields, _settings().retry_after_s)),
@@ -245,8 +256,8 @@ def _submit_and_wait(
     wait_s: float,
     finished: Event | None,
     idempotency: Idempotency | None,
-) -> tuple[bytes | None, int]:
-    """Send the task; its final record if it ends within ``wait_s``.
+) -> tuple[Ended | None, int]:
+    """Send the task; how it ended if it ends within ``wait_s``.
 
     Also returns how many tasks of its name the broker had queued before it,
     for the ``Retry-After`` of a ``202``.
@@ -273,20 +284,36 @@ def _submit_and_wait(
             # record again. Only a lost reply costs the grace.
             ticket.reply.wait(min(REPLY_GRACE_S, max(0.0, reply_by - time.monotonic())))
         if ticket.reply.ready():
-            return clients.dispatcher.wait_reply(ticket, 0), 0
+            reply: Message = ticket.reply.get(block=False)
+            return Ended(reply.payload, reply.header.detail), 0
     finally:
         clients.dispatcher.release(ticket)
 
     if not finished.is_set():
         return None, 0
     fields = clients.store.get(task_id)
-    if fields is None or not TaskStatus(fields[b"status"].decode()).is_final:
+    if fields is None:
         return None, 0
-    return record_json(fields), 0
+    return _ended(fields), 0
 
 
-def _finished(record: bytes) -> Response:
-    resource = orjson.loads(record)
+def _ended(fields: dict[bytes, bytes]) -> Ended | None:
+    """The ended task of a raw record; None while it goes on."""
+    status = fields[b"status"].decode()
+    if not TaskStatus(status).is_final:
+        return None
+    return Ended(record_json(fields), status)
+
+
+def _finished(ended: Ended) -> Response:
+    """The answer for a task that ended: its record, or the problem it ended with.
+
+    A success is answered with the record's bytes as they came; only the other
+    endings are decoded, to build their problem.
+    """
+    if ended.status == TaskStatus.SUCCEEDED:
+        return Response(ended.record, 200, mimetype="application/json")
+    resource = orjson.loads(ended.record)
     if resource["status"] == TaskStatus.CANCELLED:
         return problem(
             409,
@@ -317,7 +344,7 @@ def _finished(record: bytes) -> Response:
             error=error,
             headers={"Location": f"/v1/tasks/{resource['id']}"},
         )
-    return Response(record, 200, mimetype="application/json")
+    return Response(ended.record, 200, mimetype="application/json")
 
 
 def _accepted(
@@ -329,9 +356,10 @@ def _accepted(
     from the broker's acceptance); one that was waited for is read again.
     """
     fields = clients.store.get(task_id) if polled else None
-    if fields is not None and TaskStatus(fields[b"status"].decode()).is_final:
+    ended = _ended(fields) if fields is not None else None
+    if ended is not None:
         # It ended in the moment between the wait and this read.
-        return _finished(record_json(fields))
+        return _finished(ended)
     if fields is not None:
         body = record_json(fields)
     else:

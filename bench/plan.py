@@ -85,7 +85,12 @@ def parse(argv: list[str] | None = None) -> tuple[Plan, argparse.Namespace]:
         metavar="KEY=VALUE",
         help="extra setting for the gevent-mode worker pool (repeatable)",
     )
-    parser.add_argument("--log-dir", type=Path, default=Path(".taskgate/bench"))
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=Path(".taskgate/bench"),
+        help="where every process's output goes (default: .taskgate/bench)",
+    )
     parser.add_argument("--results", type=Path, help="write the Markdown report here")
     parser.add_argument(
         "--profile",

@@ -48,6 +48,14 @@ def accept(broker, identity, message):
     broker.send(identity, Header(Command.ACCEPTED, h.task_id, h.name, 1, h.request_id))
 
 
+def refuse(broker, identity, message):
+    h = message.header
+    broker.send(
+        identity,
+        Header(Command.REJECTED, h.task_id, h.name, 1, h.request_id, "queue_full"),
+    )
+
+
 def reply_of(message):
     h = message.header
     header = Header(Command.REPLY, h.task_id, h.name, 1, h.request_id, "succeeded")
@@ -173,13 +181,6 @@ def test_a_silent_broker_is_unavailable_after_the_accept_timeout(
 
 
 def test_a_refusing_broker_means_queue_full(scripted, dispatcher_for):
-    def refuse(broker, identity, message):
-        h = message.header
-        broker.send(
-            identity,
-            Header(Command.REJECTED, h.task_id, h.name, 1, h.request_id, "queue_full"),
-        )
-
     broker = scripted(refuse)
     dispatcher = dispatcher_for(broker.address)
 
@@ -237,13 +238,6 @@ def test_a_waiting_submit_without_reply_returns_accepted_at_its_reply_by(
 
 
 def test_a_waiting_submit_wakes_at_once_for_a_rejection(scripted, dispatcher_for):
-    def refuse(broker, identity, message):
-        h = message.header
-        broker.send(
-            identity,
-            Header(Command.REJECTED, h.task_id, h.name, 1, h.request_id, "queue_full"),
-        )
-
     broker = scripted(refuse)
     dispatcher = dispatcher_for(broker.address, accept_timeout_s=5)
 

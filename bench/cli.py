@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from bench import breakdown, profile, report
+from bench import breakdown, profile, report, wrk
 from bench.broker_rows import broker_rows
 from bench.concurrency_rows import MISSING, concurrency_rows
 from bench.http_rows import ceiling_rows, celery_rows, echo_load, taskgate_rows
@@ -183,7 +183,16 @@ def _profile(system: Taskgate, plan: Plan) -> str:
     load = echo_load(system.base_url, plan, plan.connections)
     logger.info("profiling web process pid=%d with py-spy", pid)
     summary = profile.record(pid, load, plan.log_dir)
-    return f"\npy-spy, taskgate sync echo, {plan.connections} conn, web pid {pid}:\n{summary}"
+    web = f"\npy-spy, taskgate sync echo, {plan.connections} conn, web pid {pid}:\n{summary}"
+
+    logger.info("profiling the worker pool's parent with cProfile")
+    stats_path = plan.log_dir / "taskgate-pool.prof"
+    system.restart_pool(plan.worker_processes, profile_to=stats_path)
+    system.wait_serving("echo", {"n": 0})
+    sample = wrk.run(load)
+    # Stopping the profiled pool makes cProfile write its file.
+    system.restart_pool(plan.worker_processes)
+    return web + "\n\n" + profile.summarize_pool(stats_path, sample.count)
 
 
 def _rank(row: Row) -> tuple[int, int]:

@@ -69,12 +69,17 @@ class Taskgate:
         self.broker.stop()
 
     def restart_pool(
-        self, processes: int, settings: dict[str, str] | None = None
+        self,
+        processes: int,
+        settings: dict[str, str] | None = None,
+        profile_to: Path | None = None,
     ) -> None:
         """Replace the worker pool by one with ``processes`` children and ``settings``.
 
         Waits for the tasks in flight to end first: a stopping pool cuts them off
-        and their requests would wait out their whole wait.
+        and their requests would wait out their whole wait. With ``profile_to``
+        the pool's parent runs under cProfile, which writes its statistics
+        there when the pool stops.
         """
         if self.pool is not None:
             wait_until(
@@ -88,9 +93,10 @@ class Taskgate:
             **(settings or {}),
         }
         self._pools_started += 1
+        profiler = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
         self.pool = Service(
             f"taskgate-pool-{self._pools_started}",
-            [PYTHON, "-m", "worker"],
+            [PYTHON, *profiler, "-m", "worker"],
             env,
             self._log_dir,
         )

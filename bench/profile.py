@@ -40,6 +40,8 @@ GROUPS = (
     ("worker/", "taskgate worker/ (protocol, store)"),
     ("conf/", "taskgate conf/"),
 )
+# Where the standard library lives; cProfile names its files by full path.
+_STDLIB = re.compile(r"^.*/lib/python3\.\d+/")
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^:()]*)(?::\d+)?\)$")
 
 
@@ -144,7 +146,7 @@ def summarize_pool(stats_path: Path, tasks: int) -> str:
     stats = pstats.Stats(str(stats_path))
     rows = sorted(
         (
-            (own_s, calls, f"{function} ({_short_path(file)})")
+            (own_s, calls, f"{function} ({_stdlib_relative(_short_path(file))})")
             for (file, _, function), (_, calls, own_s, _, _) in stats.stats.items()  # type: ignore[attr-defined]
         ),
         reverse=True,
@@ -161,3 +163,11 @@ def summarize_pool(stats_path: Path, tasks: int) -> str:
             f"  {own_s / max(1, tasks) * 1e6:8.1f} {calls / max(1, tasks):10.2f}  {name}"
         )
     return "\n".join(lines)
+
+
+def _stdlib_relative(path: str) -> str:
+    """A standard library path from its package on (``multiprocessing/connection.py``).
+
+    cProfile names the file of a built-in ``~``; that becomes ``built-in``.
+    """
+    return "built-in" if path == "~" else _STDLIB.sub("", path)

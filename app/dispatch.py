@@ -257,10 +257,13 @@ class Dispatcher:
                 "cancel not delivered, broker not connected task_id=%s", task_id
             )
 
-    def wait_reply(self, ticket: Ticket, timeout_s: float) -> bytes | None:
-        """The finished record's JSON, or None if it did not come within ``timeout_s``."""
-        message = ticket.reply.wait(timeout_s)
-        return None if message is None else message.payload
+    def wait_reply(self, ticket: Ticket, timeout_s: float) -> Message | None:
+        """The reply (the finished record's JSON, its status in ``detail``), or None.
+
+        None if it did not come within ``timeout_s``.
+        """
+        message: Message | None = ticket.reply.wait(timeout_s)
+        return message
 
     def release(self, ticket: Ticket) -> None:
         """Stop routing messages to ``ticket``; later ones are dropped."""

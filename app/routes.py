@@ -38,7 +38,6 @@ from app.services import Clients, Services
 from conf.log_context import bind_task
 from conf.settings import Settings
 from worker.errors import TaskFinishedError
-from worker.protocol import Message
 from worker.registry import TASK_NAME
 from worker.store import Idempotency, NewTask, TaskStatus, record_json
 
@@ -283,8 +282,8 @@ def _submit_and_wait(
             # the reply is normally right behind: take it rather than read the
             # record again. Only a lost reply costs the grace.
             ticket.reply.wait(min(REPLY_GRACE_S, max(0.0, reply_by - time.monotonic())))
-        if ticket.reply.ready():
-            reply: Message = ticket.reply.get(block=False)
+        reply = clients.dispatcher.wait_reply(ticket, 0)
+        if reply is not None:
             return Ended(reply.payload, reply.header.detail), 0
     finally:
         clients.dispatcher.release(ticket)

@@ -66,7 +66,9 @@ def measure(base_url: str, redis_url: str, calls: int, limit_s: float) -> str:
                 "started_at",
                 "finished_at",
             )
-            points = [sent, *(float(moment or 0) for moment in moments), answered]
+            if None in moments:
+                raise RuntimeError(f"a finished record lacks a timestamp: {moments}")
+            points = [sent, *(float(moment) for moment in moments), answered]  # type: ignore[arg-type]
             for index, samples in enumerate(stages):
                 samples.append(points[index + 1] - points[index])
             totals.append(answered - sent)

@@ -113,7 +113,7 @@ def test_concurrent_requests_each_get_their_own_reply(scripted, dispatcher_for):
         task_id = f"task-{number}"
         ticket = dispatcher.submit(task_id, "echo", b"{}")
         try:
-            return task_id, dispatcher.wait_reply(ticket, 10)
+            return task_id, dispatcher.wait_reply(ticket, 10).payload
         finally:
             dispatcher.release(ticket)
 
@@ -146,7 +146,7 @@ def test_a_late_reply_is_dropped_without_harm(scripted, dispatcher_for):
         identity, message = pending[task_id]
         broker.send(identity, *reply_of(message))
 
-    assert dispatcher.wait_reply(patient, 5) == b'{"id": "fast"}'
+    assert dispatcher.wait_reply(patient, 5).payload == b'{"id": "fast"}'
     dispatcher.release(patient)
     assert not impatient.reply.ready()
 
@@ -215,7 +215,7 @@ def test_a_waiting_submit_returns_with_the_reply_in_one_wake(scripted, dispatche
     took_s = time.monotonic() - started
 
     assert ticket.reply.ready()
-    assert dispatcher.wait_reply(ticket, 0) == b'{"id": "t1"}'
+    assert dispatcher.wait_reply(ticket, 0).payload == b'{"id": "t1"}'
     assert ticket.acknowledged is not None  # noted, without waking the request
     assert took_s < 2
     dispatcher.release(ticket)

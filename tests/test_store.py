@@ -371,4 +371,4 @@ def test_a_script_error_in_a_batch_is_raised(store, redis_client):
     redis_client.set(task_key("t1"), "not a hash")
 
     with pytest.raises(redis.ResponseError):
-        store.start_many([("t1", 1)], "w1")
+        store.start("t1", 1, "w1")

@@ -431,11 +431,7 @@ class TaskStore:
 
     def start(self, task_id: str, attempt: int, owner: str) -> bool:
         """Mark ``running`` by ``owner`` if the task still waits for this attempt."""
-        return self.start_many([(task_id, attempt)], owner)[0]
-
-    def start_many(self, tasks: list[tuple[str, int]], owner: str) -> list[bool]:
-        """:meth:`start` for several ``(task_id, attempt)`` in one round trip."""
-        return self.finish_and_start([], tasks, owner)[1]
+        return self.finish_and_start([], [(task_id, attempt)], owner)[1][0]
 
     def set_progress(self, task_id: str, attempt: int, progress: bytes) -> bool:
         """Store progress JSON if this attempt still owns the task."""
@@ -453,13 +449,7 @@ class TaskStore:
 
         Returns None when the attempt no longer owns the task.
         """
-        return self.finish_many([(task_id, attempt, outcome)])[0]
-
-    def finish_many(
-        self, outcomes: list[tuple[str, int, Outcome]]
-    ) -> list[dict[bytes, bytes] | None]:
-        """:meth:`finish` for several attempts in one round trip."""
-        return self.finish_and_start(outcomes, [], "")[0]
+        return self.finish_and_start([(task_id, attempt, outcome)], [], "")[0][0]
 
     def finish_and_start(
         self,
@@ -467,7 +457,7 @@ class TaskStore:
         starts: list[tuple[str, int]],
         owner: str,
     ) -> tuple[list[dict[bytes, bytes] | None], list[bool]]:
-        """:meth:`finish_many` and :meth:`start_many` together, in one round trip.
+        """:meth:`finish` and :meth:`start` for many tasks, in one round trip.
 
         A worker pool's loop turn both ends and starts tasks; one pipeline for
         both halves its waits on Redis. Each script stays atomic on its own.

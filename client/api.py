@@ -47,9 +47,24 @@ class Client:
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout_s = timeout_s
+        self._owns_session = session is None
         self._session = session or requests.Session()
         if api_key:
             self._session.headers["Authorization"] = f"Bearer {api_key}"
+
+    def close(self) -> None:
+        """Close the kept-alive connections of the session this client made.
+
+        A session passed in belongs to the caller and stays open.
+        """
+        if self._owns_session:
+            self._session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def submit(self, name: str, /, **arguments: Any) -> dict[str, Any]:
         """Queue task ``name`` and return its resource at once (``id``, ``status``)."""

@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(argv)
     client = Client(options.url, api_key=options.key or None, timeout_s=options.timeout)
     try:
-        return int(options.command(client, options))
+        with client:
+            return int(options.command(client, options))
     except WaitTimeoutError as exc:
         sys.stderr.write(f"taskgate: {exc}; follow it with: show {exc.task_id}\n")
         return EXIT_WAIT_TIMEOUT

@@ -62,12 +62,12 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
             dict(os.environ),
             data_dir,
         )
-        client = redis.Redis(host=db.address, port=REDIS_PORT, socket_timeout=2)
-        wait_for(
-            lambda: db.call(_answers, client),
-            timeout_s=15,
-            what="Redis on the db host",
-        )
+        with redis.Redis(host=db.address, port=REDIS_PORT, socket_timeout=2) as probe:
+            wait_for(
+                lambda: db.call(_answers, probe),
+                timeout_s=15,
+                what="Redis on the db host",
+            )
         yield made
     finally:
         if redis_process is not None:
@@ -219,8 +219,10 @@ class Cluster:
         )
 
     def stop_all(self) -> None:
+        """Stop every process, then close the Redis client."""
         for process in reversed(self.processes):
             process.stop()
+        self.redis.close()
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.log()[-4000:]}" for p in self.processes)

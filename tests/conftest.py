@@ -16,7 +16,7 @@ import redis
 import requests
 
 from conf.settings import Settings
-from tests.helpers import ManagedProcess, python_args, wait_for
+from tests.helpers import ManagedProcess, flush_redis, python_args, wait_for
 from tools import redis_server
 from worker.store import TaskStore
 
@@ -165,8 +165,10 @@ class Stack:
         return self
 
     def stop_all(self) -> None:
+        """Stop every process, then close the store's client (safe to call twice)."""
         for process in reversed(self.processes):
             process.stop()
+        self.store.client.close()
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.log()[-3000:]}" for p in self.processes)
@@ -178,7 +180,7 @@ def stack(
 ) -> Iterator[Stack]:
     """The whole system on database 1 of the private Redis, shared by e2e tests."""
     redis_url = redis_server_instance.url(1)
-    redis.Redis.from_url(redis_url).flushdb()
+    flush_redis(redis_url)
     running = Stack(redis_url, tmp_path_factory.mktemp("stack-logs"))
     try:
         yield running.start_all()
@@ -192,7 +194,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     made: list[Stack] = []
 
     def make(redis_url: str, **overrides: str) -> Stack:
-        redis.Redis.from_url(redis_url).flushdb()
+        flush_redis(redis_url)
         made.append(Stack(redis_url, tmp_path / f"stack{len(made)}", **overrides))
         made[-1].log_dir.mkdir()
         return made[-1]

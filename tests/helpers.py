@@ -12,9 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import redis
+
 ROOT = Path(__file__).resolve().parent.parent
 
 T = TypeVar("T")
+
+
+def flush_redis(url: str) -> None:
+    """Empty one Redis database with a client closed at once, leaving no socket open."""
+    with redis.Redis.from_url(url, socket_timeout=5) as client:
+        client.flushdb()
 
 
 def wait_for(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from client import Client, ProblemError, TransportError, WaitTimeoutError
 from tools.redis_server import free_port
@@ -12,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def client(stack):
-    return Client(stack.base_url, timeout_s=10)
+    with Client(stack.base_url, timeout_s=10) as made:
+        yield made
 
 
 def test_client_run_returns_the_result(client):
@@ -86,7 +88,27 @@ def test_client_workers_and_task_types(client):
 
 
 def test_client_unreachable_server_is_a_transport_error():
-    client = Client(f"http://127.0.0.1:{free_port()}", timeout_s=2)
-
-    with pytest.raises(TransportError):
+    with (
+        Client(f"http://127.0.0.1:{free_port()}", timeout_s=2) as client,
+        pytest.raises(TransportError),
+    ):
         client.get("0" * 32)
+
+
+def _kept_connections(session):
+    return len(session.get_adapter("http://").poolmanager.pools)
+
+
+def test_closing_a_client_closes_its_own_session_and_leaves_a_given_one_open(stack):
+    with Client(stack.base_url, timeout_s=10) as own:
+        assert own.run("echo", n=1) == {"n": 1}
+        assert _kept_connections(own._session) == 1
+    assert _kept_connections(own._session) == 0
+
+    given = requests.Session()
+    try:
+        with Client(stack.base_url, timeout_s=10, session=given) as borrowing:
+            assert borrowing.run("echo", n=2) == {"n": 2}
+        assert _kept_connections(given) == 1
+    finally:
+        given.close()

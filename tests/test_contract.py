@@ -15,12 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 
 from app import schemas
 from tests.conftest import RedisServer, Stack
-from tests.helpers import wait_for
+from tests.helpers import flush_redis, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +35,7 @@ def keyed(
 ) -> Iterator[Stack]:
     """A stack on database 2 that requires a bearer key."""
     redis_url = redis_server_instance.url(2)
-    redis.Redis.from_url(redis_url).flushdb()
+    flush_redis(redis_url)
     running = Stack(
         redis_url,
         tmp_path_factory.mktemp("keyed-logs"),

@@ -7,7 +7,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import redis
 import requests
 
 from tests.conftest import stack_env, start_web
@@ -158,9 +157,7 @@ def test_a_failing_task_answers_a_500_problem_without_traceback(stack):
     task = requests.get(stack.url(f"/v1/tasks/{problem['task_id']}"), timeout=5).json()
     assert task["status"] == "failed"
     assert task["error"]["message"] == "disk on fire"
-    stored = redis.Redis.from_url(stack.redis_url).hget(
-        task_key(problem["task_id"]), "traceback"
-    )
+    stored = stack.store.client.hget(task_key(problem["task_id"]), "traceback")
     assert b"RuntimeError: disk on fire" in stored
 
 
@@ -275,7 +272,7 @@ def test_an_unreachable_broker_is_503_and_leaves_no_record(stack, tmp_path):
     )
     web = start_web(env, tmp_path, name="web-no-broker")
     try:
-        before = redis.Redis.from_url(stack.redis_url).zcard(UNFINISHED_KEY)
+        before = stack.store.client.zcard(UNFINISHED_KEY)
         response = requests.post(
             f"http://127.0.0.1:{env['PORT']}/v1/tasks/echo", json={"a": 1}, timeout=10
         )
@@ -283,7 +280,7 @@ def test_an_unreachable_broker_is_503_and_leaves_no_record(stack, tmp_path):
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "1"
         assert response.json()["type"] == "/problems/service-unavailable"
-        assert redis.Redis.from_url(stack.redis_url).zcard(UNFINISHED_KEY) == before
+        assert stack.store.client.zcard(UNFINISHED_KEY) == before
         assert web.alive()
     finally:
         web.stop()
@@ -359,7 +356,7 @@ def test_cancel_a_running_task_then_a_finished_one(stack):
 
     caller = threading.Thread(target=sync_call)
     caller.start()
-    store = redis.Redis.from_url(stack.redis_url)
+    store = stack.store.client
 
     def running_id():
         for key in store.keys("taskgate:task:*"):

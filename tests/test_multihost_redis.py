@@ -49,6 +49,12 @@ def servers(tmp_path):
         process.wait(10)
 
 
+def wait_answering(port, what):
+    """Wait until the server on ``port`` answers, through one probe closed after."""
+    with redis.Redis(port=port, socket_timeout=1) as probe:
+        wait_for(lambda: answering(probe), what=what)
+
+
 def answering(client):
     try:
         return client.ping()
@@ -60,15 +66,16 @@ def answering(client):
 
 def test_password_url_reaches_a_redis_that_requires_one(servers):
     port, _ = servers("--requirepass", "s3cret-pass")
-    wait_for(lambda: answering(redis.Redis(port=port)), what="redis")
+    wait_answering(port, "redis")
 
-    good = connect(f"redis://:s3cret-pass@127.0.0.1:{port}/0", 2, 1.0)
-    wrong = connect(f"redis://:nope@127.0.0.1:{port}/0", 2, 1.0)
-
-    assert good.ping()
-    assert TaskStore(good, 60).read_task_types() == {}
-    with pytest.raises(redis.AuthenticationError):
-        wrong.ping()
+    with (
+        connect(f"redis://:s3cret-pass@127.0.0.1:{port}/0", 2, 1.0) as good,
+        connect(f"redis://:nope@127.0.0.1:{port}/0", 2, 1.0) as wrong,
+    ):
+        assert good.ping()
+        assert TaskStore(good, 60).read_task_types() == {}
+        with pytest.raises(redis.AuthenticationError):
+            wrong.ping()
 
 
 # Debian's one Redis binary (package redis-tools); it runs as a server when
@@ -167,9 +174,9 @@ def test_whole_stack_runs_a_task_over_tls_redis(tls_redis, make_stack):
 
 def test_sentinel_failover_needs_no_reconnect_by_hand(servers, tmp_path):
     master_port, master = servers(name="master")
-    wait_for(lambda: answering(redis.Redis(port=master_port)), what="master")
+    wait_answering(master_port, "master")
     replica_port, _ = servers("--replicaof", "127.0.0.1", str(master_port))
-    wait_for(lambda: answering(redis.Redis(port=replica_port)), what="replica")
+    wait_answering(replica_port, "replica")
     sentinel_port = redis_server.free_port()
     config = tmp_path / "sentinel.conf"
     config.write_text(
@@ -184,51 +191,56 @@ def test_sentinel_failover_needs_no_reconnect_by_hand(servers, tmp_path):
         start_new_session=True,
     )
     try:
-        watcher = redis.Redis(port=sentinel_port, socket_timeout=1)
-        wait_for(
-            lambda: (
-                answering(watcher)
-                and watcher.sentinel_master("main")["num-slaves"] >= 1
-            ),
-            timeout_s=20,
-            what="the sentinel to see the replica",
-        )
-        client = connect(
-            "redis://127.0.0.1:1/0",  # host and port come from the sentinel
-            4,
-            1.0,
-            sentinels=f"127.0.0.1:{sentinel_port}",
-            sentinel_master="main",
-        )
-        client.set("taskgate:before", "1")
-        # The replica has it. WAIT blocks for its own timeout, which must stay
-        # under the client's 1 s socket timeout; a loaded machine may need more.
-        wait_for(
-            lambda: client.wait(1, 500) == 1,
-            timeout_s=20,
-            what="the replica to acknowledge the write",
-        )
+        with contextlib.ExitStack() as clients:
+            watcher = clients.enter_context(
+                redis.Redis(port=sentinel_port, socket_timeout=1)
+            )
+            wait_for(
+                lambda: (
+                    answering(watcher)
+                    and watcher.sentinel_master("main")["num-slaves"] >= 1
+                ),
+                timeout_s=20,
+                what="the sentinel to see the replica",
+            )
+            client = clients.enter_context(
+                connect(
+                    "redis://127.0.0.1:1/0",  # host and port come from the sentinel
+                    4,
+                    1.0,
+                    sentinels=f"127.0.0.1:{sentinel_port}",
+                    sentinel_master="main",
+                )
+            )
+            client.set("taskgate:before", "1")
+            # The replica has it. WAIT blocks for its own timeout, which must stay
+            # under the client's 1 s socket timeout; a loaded machine may need more.
+            wait_for(
+                lambda: client.wait(1, 500) == 1,
+                timeout_s=20,
+                what="the replica to acknowledge the write",
+            )
 
-        master.send_signal(signal.SIGKILL)
-        started = time.monotonic()
+            master.send_signal(signal.SIGKILL)
+            started = time.monotonic()
 
-        def written():
-            try:
-                return client.set("taskgate:after", "2")
-            except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError):
-                return False
+            def written():
+                try:
+                    return client.set("taskgate:after", "2")
+                except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError):
+                    return False
 
-        wait_for(written, timeout_s=30, interval_s=0.1, what="a write after failover")
-        print(
-            f"Redis Sentinel failover: writes resumed after "
-            f"{time.monotonic() - started:.2f} s"
-        )
+            wait_for(
+                written, timeout_s=30, interval_s=0.1, what="a write after failover"
+            )
+            print(
+                f"Redis Sentinel failover: writes resumed after "
+                f"{time.monotonic() - started:.2f} s"
+            )
 
-        promoted = redis.Redis(port=replica_port)
-        assert promoted.get("taskgate:before") == b"1"
-        assert promoted.get("taskgate:after") == b"2"
-        for one in (client, promoted, watcher):
-            one.close()
+            promoted = clients.enter_context(redis.Redis(port=replica_port))
+            assert promoted.get("taskgate:before") == b"1"
+            assert promoted.get("taskgate:after") == b"2"
     finally:
         sentinel.kill()
         sentinel.wait(10)

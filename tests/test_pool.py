@@ -12,7 +12,7 @@ import redis
 import zmq
 
 from tests.conftest import stack_env
-from tests.helpers import ManagedProcess, python_args, wait_for
+from tests.helpers import ManagedProcess, flush_redis, python_args, wait_for
 from worker import protocol
 from worker.protocol import Command, Header, Message
 from worker.store import TaskStore
@@ -80,11 +80,24 @@ def start_pool(redis_server_instance, tmp_path):
 
 
 @pytest.fixture
-def pool(start_pool, redis_server_instance):
+def open_store():
+    """Open a TaskStore on a Redis URL; every client is closed after the test."""
+    clients = []
+
+    def open_(redis_url):
+        clients.append(redis.Redis.from_url(redis_url, socket_timeout=5))
+        return TaskStore(clients[-1], result_ttl_s=600)
+
+    yield open_
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def pool(start_pool, open_store, redis_server_instance):
     redis_url = redis_server_instance.url(2)
-    redis.Redis.from_url(redis_url).flushdb()
-    store = TaskStore(redis.Redis.from_url(redis_url), result_ttl_s=600)
-    return (*start_pool(), store)
+    flush_redis(redis_url)
+    return (*start_pool(), open_store(redis_url))
 
 
 def test_pool_announces_its_tasks_and_capacity(pool):
@@ -278,11 +291,11 @@ def test_a_task_that_ignores_cancellation_is_killed_after_the_grace(pool, tmp_pa
 
 
 def test_shutdown_finishes_short_tasks_and_hands_back_long_ones(
-    start_pool, tmp_path, redis_server_instance
+    start_pool, open_store, tmp_path, redis_server_instance
 ):
     redis_url = redis_server_instance.url(3)
-    redis.Redis.from_url(redis_url).flushdb()
-    store = TaskStore(redis.Redis.from_url(redis_url), result_ttl_s=600)
+    flush_redis(redis_url)
+    store = open_store(redis_url)
     process, broker, identity, _ = start_pool(
         redis_url, TASKGATE_SHUTDOWN_GRACE_S="1.5"
     )
@@ -304,16 +317,17 @@ def test_shutdown_finishes_short_tasks_and_hands_back_long_ones(
     assert process.process.wait(10) == 0
 
 
-def test_results_wait_in_the_buffer_while_redis_stalls(start_pool, tmp_path):
+def test_results_wait_in_the_buffer_while_redis_stalls(
+    start_pool, open_store, tmp_path
+):
     from tools import redis_server
 
     port = redis_server.free_port()
     private = redis_server.start(port, tmp_path / "redis")
     try:
-        store = TaskStore(redis.Redis(port=port), result_ttl_s=600)
-        _, broker, identity, _ = start_pool(
-            f"redis://127.0.0.1:{port}/0", TASKGATE_REDIS_TIMEOUT_S="0.3"
-        )
+        redis_url = f"redis://127.0.0.1:{port}/0"
+        store = open_store(redis_url)
+        _, broker, identity, _ = start_pool(redis_url, TASKGATE_REDIS_TIMEOUT_S="0.3")
         run_pid_task(broker, identity, store, tmp_path, "buffered", 1)
 
         private.send_signal(signal.SIGSTOP)  # Redis hangs: every call times out
@@ -339,10 +353,10 @@ def test_children_exit_when_the_pool_parent_is_killed(pool, tmp_path):
 
 
 @pytest.fixture
-def green_pool(start_pool, redis_server_instance):
+def green_pool(start_pool, open_store, redis_server_instance):
     redis_url = redis_server_instance.url(3)
-    redis.Redis.from_url(redis_url).flushdb()
-    store = TaskStore(redis.Redis.from_url(redis_url), result_ttl_s=600)
+    flush_redis(redis_url)
+    store = open_store(redis_url)
     started = start_pool(
         redis_url,
         # A grace long enough that the parent's backstop never fires here: this

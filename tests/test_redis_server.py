@@ -39,7 +39,8 @@ def test_a_data_directory_serves_one_server_at_a_time(first, tmp_path):
     process.wait(10)
     again = redis_server.start(other_port, tmp_path / "first", durable=True)
     try:
-        assert redis.Redis(port=other_port).ping()
+        with redis.Redis(port=other_port, socket_timeout=5) as client:
+            assert client.ping()
     finally:
         again.terminate()
         again.wait(10)

@@ -24,11 +24,10 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-import redis
 import requests
 
 from tests.conftest import RedisServer, Stack
-from tests.helpers import ROOT
+from tests.helpers import ROOT, flush_redis
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +45,7 @@ def fuzzed_stack(
 ) -> Iterator[Stack]:
     """A stack on database 8 that requires a key; short waits keep runs short."""
     redis_url = redis_server_instance.url(8)
-    redis.Redis.from_url(redis_url).flushdb()
+    flush_redis(redis_url)
     running = Stack(
         redis_url,
         tmp_path_factory.mktemp("fuzz-logs"),

@@ -217,20 +217,20 @@ class Chaos:
 
     def drain(self) -> dict[str, dict[bytes, bytes] | None]:
         """Wait for every accepted task to end (or the drain time to pass); read them."""
-        client = redis.Redis(port=self.redis_port, socket_timeout=5)
-        deadline = time.monotonic() + self.options.drain_s
-        pending = set(self.accepted)
         records: dict[str, dict[bytes, bytes] | None] = {}
-        while pending and time.monotonic() < deadline:
-            pipe = client.pipeline(transaction=False)
-            ordered = sorted(pending)
-            for task_id in ordered:
-                pipe.hgetall(f"taskgate:task:{task_id}")
-            for task_id, fields in zip(ordered, pipe.execute(), strict=True):
-                records[task_id] = fields or None
-                if not fields or fields[b"status"].decode() in FINAL:
-                    pending.discard(task_id)
-            time.sleep(0.5)
+        with redis.Redis(port=self.redis_port, socket_timeout=5) as client:
+            deadline = time.monotonic() + self.options.drain_s
+            pending = set(self.accepted)
+            while pending and time.monotonic() < deadline:
+                pipe = client.pipeline(transaction=False)
+                ordered = sorted(pending)
+                for task_id in ordered:
+                    pipe.hgetall(f"taskgate:task:{task_id}")
+                for task_id, fields in zip(ordered, pipe.execute(), strict=True):
+                    records[task_id] = fields or None
+                    if not fields or fields[b"status"].decode() in FINAL:
+                        pending.discard(task_id)
+                time.sleep(0.5)
         return records
 
     def report(self, records: dict[str, dict[bytes, bytes] | None]) -> bool:

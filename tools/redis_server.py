@@ -102,22 +102,25 @@ def start(
         )
     finally:
         os.close(lock)  # the server holds it now
-    client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"redis-server exited with code {process.returncode}")
-        try:
-            answering = int(client.info("server")["process_id"])
-        except redis.ConnectionError:
-            time.sleep(0.05)
-            continue
-        if answering != process.pid:
-            # Another server took the port between our check and our start.
-            process.kill()
-            process.wait(10)
-            raise PortInUseError(f"port {port} is already in use")
-        return process
+    # Closed on the way out: a probe left to the garbage collector is an open socket.
+    with redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1) as client:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited with code {process.returncode}"
+                )
+            try:
+                answering = int(client.info("server")["process_id"])
+            except redis.ConnectionError:
+                time.sleep(0.05)
+                continue
+            if answering != process.pid:
+                # Another server took the port between our check and our start.
+                process.kill()
+                process.wait(10)
+                raise PortInUseError(f"port {port} is already in use")
+            return process
     process.kill()
     raise RuntimeError(
         f"redis-server did not answer on port {port} within {timeout_s}s"

@@ -102,7 +102,28 @@ def start(
         )
     finally:
         os.close(lock)  # the server holds it now
-    # Closed on the way out: a probe left to the garbage collector is an open socket.
+    answering = _answering_pid(port, process, timeout_s)
+    if answering is None:
+        process.kill()
+        raise RuntimeError(
+            f"redis-server did not answer on port {port} within {timeout_s}s"
+        )
+    if answering != process.pid:
+        # Another server took the port between our check and our start.
+        process.kill()
+        process.wait(10)
+        raise PortInUseError(f"port {port} is already in use")
+    return process
+
+
+def _answering_pid(
+    port: int, process: subprocess.Popen[bytes], timeout_s: float
+) -> int | None:
+    """The pid of the server that answers on ``port``; None if none did in time.
+
+    The probe is closed on the way out: one left to the garbage collector is an
+    open socket.
+    """
     with redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1) as client:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -111,20 +132,10 @@ def start(
                     f"redis-server exited with code {process.returncode}"
                 )
             try:
-                answering = int(client.info("server")["process_id"])
+                return int(client.info("server")["process_id"])
             except redis.ConnectionError:
                 time.sleep(0.05)
-                continue
-            if answering != process.pid:
-                # Another server took the port between our check and our start.
-                process.kill()
-                process.wait(10)
-                raise PortInUseError(f"port {port} is already in use")
-            return process
-    process.kill()
-    raise RuntimeError(
-        f"redis-server did not answer on port {port} within {timeout_s}s"
-    )
+    return None
 
 
 def lock_data_dir(data_dir: Path) -> int:
